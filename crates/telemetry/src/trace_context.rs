@@ -1,0 +1,139 @@
+//! W3C Trace Context (`traceparent`) parsing and propagation.
+//!
+//! A `traceparent` header looks like `00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`.
+//! The gateway continues the caller's trace when the header is valid and starts a new one
+//! otherwise; every outgoing gRPC call carries a child context (same trace id, new span id).
+//!
+//! This is the propagation half of OpenTelemetry only: the format is small and fixed, and pulling
+//! the OpenTelemetry SDK in just to parse one header would double the build. Exporting spans to a
+//! collector is a later step (see `docs/architecture.md`).
+
+use std::fmt;
+
+/// A W3C trace context: trace id, the current span id and the sampled flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16-byte trace id, never all zeros.
+    pub trace_id: [u8; 16],
+    /// 8-byte id of the span that sends this context, never all zeros.
+    pub span_id: [u8; 8],
+    /// Trace flags; bit 0 is "sampled".
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// A new root context with random ids, sampled.
+    pub fn new_root() -> Self {
+        let mut trace_id: [u8; 16] = rand::random();
+        let mut span_id: [u8; 8] = rand::random();
+        trace_id[0] |= 1; // never all zeros
+        span_id[0] |= 1;
+        Self {
+            trace_id,
+            span_id,
+            flags: 1,
+        }
+    }
+
+    /// A child of this context: same trace, new span id.
+    pub fn child(&self) -> Self {
+        let mut span_id: [u8; 8] = rand::random();
+        span_id[0] |= 1;
+        Self { span_id, ..*self }
+    }
+
+    /// Parses a `traceparent` header value; `None` when it is malformed or uses all-zero ids.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 {
+            return None;
+        }
+        // Version 00 has exactly four fields; later versions may append more.
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        u8::from_str_radix(version, 16).ok()?;
+        let mut trace_id = [0u8; 16];
+        let mut span_id = [0u8; 8];
+        hex::decode_to_slice(trace, &mut trace_id).ok()?;
+        hex::decode_to_slice(span, &mut span_id).ok()?;
+        if flags.len() != 2 || trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// Continues the caller's trace from an optional header value, or starts a new root.
+    pub fn from_header_or_new(value: Option<&str>) -> Self {
+        value
+            .and_then(Self::parse)
+            .map(|parent| parent.child())
+            .unwrap_or_else(Self::new_root)
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id),
+            self.flags
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_valid_header() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ctx = TraceContext::parse(header).unwrap();
+        assert_eq!(ctx.to_string(), header);
+        assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn refuses_malformed_headers() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn child_keeps_trace_and_changes_span() {
+        let root = TraceContext::new_root();
+        let child = root.child();
+        assert_eq!(root.trace_id, child.trace_id);
+        assert_ne!(root.span_id, child.span_id);
+        let continued = TraceContext::from_header_or_new(Some(&root.to_string()));
+        assert_eq!(continued.trace_id, root.trace_id);
+        let fresh = TraceContext::from_header_or_new(Some("garbage"));
+        assert_ne!(fresh.trace_id, root.trace_id);
+    }
+}
