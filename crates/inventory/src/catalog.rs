@@ -1,0 +1,129 @@
+//! Sales in the SQL database, and the reservations the database implies.
+//!
+//! The database is the truth: a sale's remaining stock is its initial stock minus the units held
+//! by its live orders and by accepted order requests still in the queue journal. On start the
+//! service rebuilds its stock counters from [`Catalog::load_reservations`], so a crash or restart
+//! can neither lose a sold unit nor resurrect one.
+
+use async_trait::async_trait;
+use flashsale_storage::SqlitePool;
+
+use crate::sale::{NewSale, Sale};
+
+/// Storage errors; the cause is logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+#[error("catalog storage failed: {0}")]
+pub struct CatalogError(#[from] sqlx::Error);
+
+/// A unit of stock held for an order, as recorded in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReservation {
+    /// Order id.
+    pub order_id: String,
+    /// Sale.
+    pub sale_id: i64,
+    /// Buyer.
+    pub user_id: i64,
+    /// Units held.
+    pub quantity: i64,
+    /// True when the order ended unpaid (cancelled/expired) and its stock is back.
+    pub released: bool,
+}
+
+/// Sales storage.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Stores a new sale and returns it with its id.
+    async fn create(&self, sale: &NewSale) -> Result<Sale, CatalogError>;
+    /// All sales.
+    async fn list(&self) -> Result<Vec<Sale>, CatalogError>;
+    /// Every reservation the orders and the queue journal hold.
+    async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError>;
+}
+
+/// Sales in the SQL database.
+#[derive(Debug, Clone)]
+pub struct SqlCatalog {
+    pool: SqlitePool,
+}
+
+impl SqlCatalog {
+    /// A catalog over an open, migrated pool.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+type SaleRow = (i64, String, i64, i64, i64, i64, i64);
+
+fn sale_from_row(r: SaleRow) -> Sale {
+    Sale {
+        id: r.0,
+        name: r.1,
+        price_cents: r.2,
+        stock: r.3,
+        per_user_limit: r.4,
+        starts_at_ms: r.5,
+        ends_at_ms: r.6,
+    }
+}
+
+#[async_trait]
+impl Catalog for SqlCatalog {
+    async fn create(&self, sale: &NewSale) -> Result<Sale, CatalogError> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO sales (name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(sale.name.trim())
+        .bind(sale.price_cents)
+        .bind(sale.stock)
+        .bind(sale.per_user_limit)
+        .bind(sale.starts_at_ms)
+        .bind(sale.ends_at_ms)
+        .bind(flashsale_storage::now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Sale {
+            id,
+            name: sale.name.trim().to_owned(),
+            price_cents: sale.price_cents,
+            stock: sale.stock,
+            per_user_limit: sale.per_user_limit,
+            starts_at_ms: sale.starts_at_ms,
+            ends_at_ms: sale.ends_at_ms,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Sale>, CatalogError> {
+        let rows: Vec<SaleRow> = sqlx::query_as(
+            "SELECT id, name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms FROM sales ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(sale_from_row).collect())
+    }
+
+    async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError> {
+        // One statement, so one consistent snapshot even while the order consumer moves
+        // requests from the journal into `orders`.
+        let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(
+            "SELECT id, sale_id, user_id, quantity, status IN ('cancelled', 'expired') FROM orders
+             UNION ALL
+             SELECT q.order_id, q.sale_id, q.user_id, q.quantity, 0 FROM order_queue q
+             WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = q.order_id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(order_id, sale_id, user_id, quantity, released)| StoredReservation {
+                order_id,
+                sale_id,
+                user_id,
+                quantity,
+                released,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,21 @@
+//! The inventory service (article chapter 4.3): sales and their stock.
+//!
+//! The one rule it exists for: **never sell more than the stock**. A buy is decided by
+//! [`stock::StockStore::reserve`], which checks the sale window, the stock and the buyer's
+//! per-sale limit and, only if all pass, decrements and records the reservation under its order
+//! id — one atomic step, so two buyers can never both take the last item, and a retried request
+//! (same order id) never takes stock twice. [`stock::StockStore::release`] gives a reservation
+//! back exactly once.
+//!
+//! * [`sale`]: the sale model and its validation.
+//! * [`catalog`]: sales in the SQL database (the truth) and the rebuild of the stock counters
+//!   from the orders recorded there.
+//! * [`stock`]: the fast-path trait and its in-process implementation.
+//! * [`service`]: the gRPC server.
+
+pub mod catalog;
+pub mod sale;
+pub mod service;
+pub mod stock;
+
+pub use service::InventoryService;

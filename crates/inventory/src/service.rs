@@ -1,0 +1,155 @@
+//! The inventory gRPC service.
+//!
+//! Sales are kept in memory after start (they are few and read on every request); the stock
+//! decisions go to the [`StockStore`]. Creating a sale writes the database first, then starts
+//! tracking its stock, so a sale is never sold that the database does not know.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use flashsale_proto::inventory::{
+    self as pb,
+    inventory_server::{Inventory, InventoryServer},
+};
+use parking_lot::RwLock;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    catalog::{Catalog, CatalogError},
+    sale::{NewSale, Sale},
+    stock::{ReserveOutcome, ReserveRequest, StockStore},
+};
+
+/// The inventory service over a catalog and a stock store.
+#[derive(Clone)]
+pub struct InventoryService {
+    catalog: Arc<dyn Catalog>,
+    stock: Arc<dyn StockStore>,
+    sales: Arc<RwLock<BTreeMap<i64, Sale>>>,
+}
+
+impl std::fmt::Debug for InventoryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventoryService").finish_non_exhaustive()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "inventory service failure");
+    Status::internal("internal error")
+}
+
+fn parse_order_id(id: &str) -> Result<u128, Status> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.as_u128())
+        .map_err(|_| Status::invalid_argument("order_id must be a UUID"))
+}
+
+impl InventoryService {
+    /// Loads every sale and rebuilds its stock from the reservations the database holds.
+    pub async fn open(catalog: Arc<dyn Catalog>, stock: Arc<dyn StockStore>) -> Result<Self, CatalogError> {
+        let sales = catalog.list().await?;
+        let reservations = catalog.load_reservations().await?;
+        for sale in &sales {
+            stock.load(sale, &reservations);
+        }
+        tracing::info!(sales = sales.len(), reservations = reservations.len(), "stock rebuilt from the database");
+        Ok(Self {
+            catalog,
+            stock,
+            sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),
+        })
+    }
+
+    /// The gRPC server for this service.
+    pub fn into_server(self) -> InventoryServer<Self> {
+        InventoryServer::new(self)
+    }
+
+    fn to_pb(&self, sale: &Sale) -> pb::Sale {
+        pb::Sale {
+            id: sale.id,
+            name: sale.name.clone(),
+            price_cents: sale.price_cents,
+            stock: sale.stock,
+            remaining: self.stock.remaining(sale.id).unwrap_or(0),
+            per_user_limit: sale.per_user_limit,
+            starts_at_ms: sale.starts_at_ms,
+            ends_at_ms: sale.ends_at_ms,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Inventory for InventoryService {
+    async fn create_sale(&self, request: Request<pb::CreateSaleRequest>) -> Result<Response<pb::Sale>, Status> {
+        let r = request.into_inner();
+        let new = NewSale {
+            name: r.name,
+            price_cents: r.price_cents,
+            stock: r.stock,
+            per_user_limit: r.per_user_limit,
+            starts_at_ms: r.starts_at_ms,
+            ends_at_ms: r.ends_at_ms,
+        };
+        new.validate().map_err(Status::invalid_argument)?;
+        let sale = self.catalog.create(&new).await.map_err(internal)?;
+        self.stock.load(&sale, &[]);
+        let reply = self.to_pb(&sale);
+        tracing::info!(sale_id = sale.id, stock = sale.stock, "sale created");
+        self.sales.write().insert(sale.id, sale);
+        Ok(Response::new(reply))
+    }
+
+    async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::GetSaleReply>, Status> {
+        let id = request.into_inner().id;
+        let sale = self.sales.read().get(&id).map(|s| self.to_pb(s));
+        Ok(Response::new(pb::GetSaleReply { sale }))
+    }
+
+    async fn list_sales(&self, _request: Request<pb::ListSalesRequest>) -> Result<Response<pb::ListSalesReply>, Status> {
+        let sales = self.sales.read().values().map(|s| self.to_pb(s)).collect();
+        Ok(Response::new(pb::ListSalesReply { sales }))
+    }
+
+    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveReply>, Status> {
+        let r = request.into_inner();
+        if r.quantity < 1 {
+            return Err(Status::invalid_argument("quantity must be at least 1"));
+        }
+        let order = parse_order_id(&r.order_id)?;
+        let decision = self.stock.reserve(ReserveRequest {
+            order,
+            sale_id: r.sale_id,
+            user_id: r.user_id,
+            quantity: r.quantity,
+            now_ms: flashsale_storage::now_ms(),
+        });
+        let price_cents = self
+            .sales
+            .read()
+            .get(&r.sale_id)
+            .map(|s| s.price_cents)
+            .unwrap_or(0);
+        let outcome = match decision.outcome {
+            ReserveOutcome::Reserved => pb::ReserveOutcome::Reserved,
+            ReserveOutcome::AlreadyReserved => pb::ReserveOutcome::AlreadyReserved,
+            ReserveOutcome::SoldOut => pb::ReserveOutcome::SoldOut,
+            ReserveOutcome::LimitReached => pb::ReserveOutcome::LimitReached,
+            ReserveOutcome::NotFound => pb::ReserveOutcome::SaleNotFound,
+            ReserveOutcome::NotStarted => pb::ReserveOutcome::NotStarted,
+            ReserveOutcome::Ended => pb::ReserveOutcome::Ended,
+            ReserveOutcome::Conflict => pb::ReserveOutcome::OrderIdConflict,
+        };
+        Ok(Response::new(pb::ReserveReply {
+            outcome: outcome.into(),
+            remaining: decision.remaining,
+            price_cents,
+        }))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseReply>, Status> {
+        let order = parse_order_id(&request.into_inner().order_id)?;
+        let released = self.stock.release(order);
+        Ok(Response::new(pb::ReleaseReply { released }))
+    }
+}

@@ -1,0 +1,319 @@
+//! The stock fast path: atomic reserve and idempotent release.
+//!
+//! [`StockStore`] is the trait every backend implements (in-process here; Redis with one Lua
+//! script per decision behind the same trait). [`MemoryStock`] keeps, per sale, the remaining
+//! stock and each buyer's held units behind one mutex, and a concurrent map of reservations by
+//! order id. A reserve takes the order id's map entry first, then the sale's mutex, and decides
+//! under both: the check and the decrement cannot be separated, and the same order id cannot be
+//! reserved twice. Release takes the locks in the same order, so the two never deadlock.
+
+use std::{collections::HashMap, sync::Arc};
+
+use dashmap::{mapref::entry::Entry, DashMap};
+use parking_lot::Mutex;
+
+use crate::{catalog::StoredReservation, sale::Sale};
+
+/// Order ids are UUIDs; stored as their 128-bit value.
+pub type OrderKey = u128;
+
+/// What a reserve decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Stock was taken.
+    Reserved,
+    /// This order id already holds this reservation: nothing changed.
+    AlreadyReserved,
+    /// Not enough stock left.
+    SoldOut,
+    /// The buyer would exceed the per-user limit.
+    LimitReached,
+    /// No such sale.
+    NotFound,
+    /// The sale has not opened yet.
+    NotStarted,
+    /// The sale has closed.
+    Ended,
+    /// This order id holds a different reservation (another sale, user or quantity).
+    Conflict,
+}
+
+/// A reserve request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// Order id the stock is held for.
+    pub order: OrderKey,
+    /// Sale.
+    pub sale_id: i64,
+    /// Buyer.
+    pub user_id: i64,
+    /// Units, ≥ 1.
+    pub quantity: i64,
+    /// Decision time, Unix ms.
+    pub now_ms: i64,
+}
+
+/// A reserve decision and the stock left after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveDecision {
+    /// What happened.
+    pub outcome: ReserveOutcome,
+    /// Stock left (0 for an unknown sale).
+    pub remaining: i64,
+}
+
+/// The stock fast path. Implementations must make `reserve` and `release` atomic.
+pub trait StockStore: Send + Sync + 'static {
+    /// Starts tracking a sale with its stored reservations (start-up rebuild or a new sale).
+    fn load(&self, sale: &Sale, reservations: &[StoredReservation]);
+    /// Decides a buy atomically.
+    fn reserve(&self, request: ReserveRequest) -> ReserveDecision;
+    /// Gives a reservation's stock back; `true` only the first time for a held reservation.
+    fn release(&self, order: OrderKey) -> bool;
+    /// Remaining stock of a sale, `None` when unknown.
+    fn remaining(&self, sale_id: i64) -> Option<i64>;
+}
+
+#[derive(Debug)]
+struct SaleStock {
+    remaining: i64,
+    per_user_limit: i64,
+    starts_at_ms: i64,
+    ends_at_ms: i64,
+    held_by_user: HashMap<i64, i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    sale_id: i64,
+    user_id: i64,
+    quantity: i64,
+    released: bool,
+}
+
+/// In-process stock: exact under any concurrency within one process.
+#[derive(Debug, Default)]
+pub struct MemoryStock {
+    sales: DashMap<i64, Arc<Mutex<SaleStock>>>,
+    holds: DashMap<OrderKey, Held>,
+}
+
+impl MemoryStock {
+    /// Empty stock.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl StockStore for MemoryStock {
+    fn load(&self, sale: &Sale, reservations: &[StoredReservation]) {
+        let mut state = SaleStock {
+            remaining: sale.stock,
+            per_user_limit: sale.per_user_limit,
+            starts_at_ms: sale.starts_at_ms,
+            ends_at_ms: sale.ends_at_ms,
+            held_by_user: HashMap::new(),
+        };
+        for r in reservations.iter().filter(|r| r.sale_id == sale.id) {
+            let Ok(order) = uuid::Uuid::parse_str(&r.order_id) else {
+                tracing::warn!(order_id = %r.order_id, "stored order id is not a uuid; skipped");
+                continue;
+            };
+            if !r.released {
+                state.remaining -= r.quantity;
+                *state.held_by_user.entry(r.user_id).or_default() += r.quantity;
+            }
+            self.holds.insert(
+                order.as_u128(),
+                Held {
+                    sale_id: r.sale_id,
+                    user_id: r.user_id,
+                    quantity: r.quantity,
+                    released: r.released,
+                },
+            );
+        }
+        if state.remaining < 0 {
+            tracing::error!(sale_id = sale.id, remaining = state.remaining, "stored orders exceed the stock");
+        }
+        self.sales.insert(sale.id, Arc::new(Mutex::new(state)));
+    }
+
+    fn reserve(&self, req: ReserveRequest) -> ReserveDecision {
+        let Some(sale) = self.sales.get(&req.sale_id).map(|s| Arc::clone(s.value())) else {
+            return ReserveDecision {
+                outcome: ReserveOutcome::NotFound,
+                remaining: 0,
+            };
+        };
+        match self.holds.entry(req.order) {
+            Entry::Occupied(held) => {
+                let held = held.get();
+                let same = held.sale_id == req.sale_id
+                    && held.user_id == req.user_id
+                    && held.quantity == req.quantity;
+                ReserveDecision {
+                    outcome: if same {
+                        ReserveOutcome::AlreadyReserved
+                    } else {
+                        ReserveOutcome::Conflict
+                    },
+                    remaining: sale.lock().remaining,
+                }
+            }
+            Entry::Vacant(slot) => {
+                let mut s = sale.lock();
+                let outcome = if req.now_ms < s.starts_at_ms {
+                    ReserveOutcome::NotStarted
+                } else if req.now_ms >= s.ends_at_ms {
+                    ReserveOutcome::Ended
+                } else if s.remaining < req.quantity {
+                    ReserveOutcome::SoldOut
+                } else if s.held_by_user.get(&req.user_id).copied().unwrap_or(0) + req.quantity
+                    > s.per_user_limit
+                {
+                    ReserveOutcome::LimitReached
+                } else {
+                    s.remaining -= req.quantity;
+                    *s.held_by_user.entry(req.user_id).or_default() += req.quantity;
+                    slot.insert(Held {
+                        sale_id: req.sale_id,
+                        user_id: req.user_id,
+                        quantity: req.quantity,
+                        released: false,
+                    });
+                    ReserveOutcome::Reserved
+                };
+                ReserveDecision {
+                    outcome,
+                    remaining: s.remaining,
+                }
+            }
+        }
+    }
+
+    fn release(&self, order: OrderKey) -> bool {
+        let Some(mut held) = self.holds.get_mut(&order) else {
+            return false;
+        };
+        if held.released {
+            return false;
+        }
+        let Some(sale) = self.sales.get(&held.sale_id).map(|s| Arc::clone(s.value())) else {
+            return false;
+        };
+        let mut s = sale.lock();
+        s.remaining += held.quantity;
+        if let Some(units) = s.held_by_user.get_mut(&held.user_id) {
+            *units -= held.quantity;
+            if *units <= 0 {
+                s.held_by_user.remove(&held.user_id);
+            }
+        }
+        held.released = true;
+        true
+    }
+
+    fn remaining(&self, sale_id: i64) -> Option<i64> {
+        self.sales.get(&sale_id).map(|s| s.lock().remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale(stock: i64, limit: i64) -> Sale {
+        Sale {
+            id: 1,
+            name: "x".into(),
+            price_cents: 1,
+            stock,
+            per_user_limit: limit,
+            starts_at_ms: 100,
+            ends_at_ms: 200,
+        }
+    }
+
+    fn req(order: u128, user_id: i64, quantity: i64) -> ReserveRequest {
+        ReserveRequest {
+            order,
+            sale_id: 1,
+            user_id,
+            quantity,
+            now_ms: 150,
+        }
+    }
+
+    #[test]
+    fn enforces_window_stock_and_limit() {
+        let stock = MemoryStock::new();
+        stock.load(&sale(3, 2), &[]);
+        let early = ReserveRequest { now_ms: 99, ..req(1, 1, 1) };
+        assert_eq!(stock.reserve(early).outcome, ReserveOutcome::NotStarted);
+        let late = ReserveRequest { now_ms: 200, ..req(1, 1, 1) };
+        assert_eq!(stock.reserve(late).outcome, ReserveOutcome::Ended);
+        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(stock.reserve(req(2, 1, 1)).outcome, ReserveOutcome::LimitReached);
+        assert_eq!(stock.reserve(req(3, 2, 2)).outcome, ReserveOutcome::SoldOut);
+        let last = stock.reserve(req(4, 2, 1));
+        assert_eq!((last.outcome, last.remaining), (ReserveOutcome::Reserved, 0));
+        let unknown = ReserveRequest { sale_id: 9, ..req(5, 1, 1) };
+        assert_eq!(stock.reserve(unknown).outcome, ReserveOutcome::NotFound);
+    }
+
+    #[test]
+    fn same_order_id_reserves_once_and_releases_once() {
+        let stock = MemoryStock::new();
+        stock.load(&sale(5, 5), &[]);
+        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::AlreadyReserved);
+        assert_eq!(stock.reserve(req(1, 1, 3)).outcome, ReserveOutcome::Conflict);
+        assert_eq!(stock.remaining(1), Some(3));
+        assert!(stock.release(1));
+        assert!(!stock.release(1));
+        assert_eq!(stock.remaining(1), Some(5));
+        // A released order id stays spent: a replay does not take stock again.
+        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::AlreadyReserved);
+        assert_eq!(stock.remaining(1), Some(5));
+        assert!(!stock.release(42));
+    }
+
+    #[test]
+    fn rebuild_counts_live_reservations_only() {
+        let stock = MemoryStock::new();
+        let id = |n: u128| uuid::Uuid::from_u128(n).to_string();
+        let stored = [
+            StoredReservation { order_id: id(1), sale_id: 1, user_id: 1, quantity: 2, released: false },
+            StoredReservation { order_id: id(2), sale_id: 1, user_id: 2, quantity: 1, released: true },
+            StoredReservation { order_id: id(3), sale_id: 2, user_id: 2, quantity: 1, released: false },
+        ];
+        stock.load(&sale(5, 2), &stored);
+        assert_eq!(stock.remaining(1), Some(3));
+        assert_eq!(stock.reserve(req(9, 1, 1)).outcome, ReserveOutcome::LimitReached);
+        assert_eq!(stock.reserve(req(2, 2, 1)).outcome, ReserveOutcome::AlreadyReserved);
+    }
+
+    #[test]
+    fn never_oversells_under_threads() {
+        let stock = Arc::new(MemoryStock::new());
+        stock.load(&sale(100, 1), &[]);
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let stock = Arc::clone(&stock);
+                std::thread::spawn(move || {
+                    (0..500)
+                        .filter(|i| {
+                            let user = i64::from(t * 500 + i);
+                            let order = u128::try_from(user).unwrap_or_default();
+                            stock.reserve(req(order, user, 1)).outcome == ReserveOutcome::Reserved
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let sold: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sold, 100);
+        assert_eq!(stock.remaining(1), Some(0));
+    }
+}

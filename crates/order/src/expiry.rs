@@ -1,0 +1,71 @@
+//! Payment timeout and stock-release retries.
+//!
+//! Every `interval` the sweeper expires unpaid orders whose payment time is over (an
+//! optimistic-locking transition, so a payment racing it wins or loses cleanly, never both),
+//! then releases the stock of every cancelled or expired order not yet confirmed released —
+//! including releases that failed earlier, e.g. because the inventory service was down.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    model::OrderStatus,
+    release::StockReleaser,
+    store::{OrderStore, StoreError},
+};
+
+/// Most orders handled per sweep step.
+const SWEEP_LIMIT: i64 = 1000;
+
+/// Runs the sweeper until `shutdown` is cancelled.
+pub async fn run(
+    store: Arc<dyn OrderStore>,
+    releaser: Arc<dyn StockReleaser>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = sweep(&*store, &*releaser, flashsale_storage::now_ms()).await {
+            tracing::error!(error = %e, "expiry sweep failed");
+        }
+    }
+}
+
+/// One sweep: expire what is due, then release what is owed. Returns how many orders expired.
+pub async fn sweep(store: &dyn OrderStore, releaser: &dyn StockReleaser, now_ms: i64) -> Result<usize, StoreError> {
+    let mut expired = 0;
+    for order in store.due_for_expiry(now_ms, SWEEP_LIMIT).await? {
+        if store
+            .transition(&order.id, OrderStatus::Created, order.version, OrderStatus::Expired, now_ms)
+            .await?
+        {
+            expired += 1;
+        }
+    }
+    if expired > 0 {
+        metrics::counter!(flashsale_telemetry::metrics::ORDERS_EXPIRED).increment(expired as u64);
+        tracing::info!(expired, "unpaid orders expired");
+    }
+    for order in store.unreleased(SWEEP_LIMIT).await? {
+        release_stock(store, releaser, &order.id).await?;
+    }
+    Ok(expired)
+}
+
+/// Releases one order's stock and records it; a failed release is left for the next sweep.
+pub async fn release_stock(store: &dyn OrderStore, releaser: &dyn StockReleaser, order_id: &str) -> Result<(), StoreError> {
+    match releaser.release(order_id).await {
+        Ok(()) => store.mark_released(order_id).await,
+        Err(e) => {
+            tracing::warn!(error = %e, order_id, "stock release failed; will retry");
+            Ok(())
+        }
+    }
+}

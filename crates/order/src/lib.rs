@@ -1,0 +1,25 @@
+//! The order service (article chapter 4.2): accepted buys become orders, exactly once.
+//!
+//! The buy path never waits for the order table. An accepted order request is appended to the
+//! [`queue`] — durably: the gateway answers `202` only after the queue's journal committed it —
+//! and the [`consumer`] writes requests to the [`store`] in batches, acknowledging them only after
+//! the commit. A crash anywhere replays the journal; duplicate deliveries are absorbed by the
+//! order id primary key and the unique `(user_id, idempotency_key)`.
+//!
+//! Orders then follow a state machine ([`model::OrderStatus`]): `pending` (queued) → `created`
+//! (unpaid) → `paid` | `cancelled` | `expired`, each step an optimistic-locking update on the
+//! order's `version`. Cancelled and expired orders give their stock back through the
+//! [`release::StockReleaser`] exactly once; [`expiry`] expires unpaid orders and retries releases
+//! that failed.
+
+pub mod config;
+pub mod consumer;
+pub mod expiry;
+pub mod model;
+pub mod queue;
+pub mod release;
+pub mod service;
+pub mod store;
+
+pub use config::OrderConfig;
+pub use service::OrderService;

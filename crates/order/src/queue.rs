@@ -1,0 +1,228 @@
+//! The order queue: durable intake between the buy path and the order table (peak shaving).
+//!
+//! [`OrderQueue`] is the trait every queue backend implements (NATS JetStream plugs in behind
+//! it). Its contract: `publish` returns only once the request is durable, so the `202` answered
+//! after it is a promise kept; a delivered request stays in the queue until the consumer `ack`s
+//! it after its own commit, and is delivered again after a crash. Consumers must therefore be
+//! idempotent (the order table's keys are).
+//!
+//! [`JournalQueue`] is the embedded backend: a group-commit journal in the SQL database (the
+//! `order_queue` table). Publishers hand requests to one writer task, which commits everything
+//! that arrived in one transaction, then answers all of them and hands the batch to the
+//! consumer. Under a rush thousands of requests share one commit.
+
+use std::sync::{
+    atomic::{AtomicI64, Ordering},
+    Arc,
+};
+
+use async_trait::async_trait;
+use flashsale_storage::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::model::OrderRequest;
+
+/// Queue errors.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The journal could not be written or read.
+    #[error("order journal failed: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// The queue is shutting down.
+    #[error("order queue is closed")]
+    Closed,
+}
+
+/// A durable queue of order requests.
+#[async_trait]
+pub trait OrderQueue: Send + Sync + 'static {
+    /// Appends a request; returns once it is durable. Publishing an order id twice is harmless.
+    async fn publish(&self, request: OrderRequest) -> Result<(), QueueError>;
+    /// Waits for requests and returns up to `max` of them; an empty batch means the queue closed.
+    async fn next_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError>;
+    /// Returns up to `max` requests that are ready now, without waiting (for draining at shutdown).
+    async fn ready_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError>;
+    /// Removes requests the consumer has committed.
+    async fn ack(&self, order_ids: &[String]) -> Result<(), QueueError>;
+    /// A request still in the queue, if any (to show it as `pending`).
+    async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError>;
+    /// Requests in the queue, not yet acknowledged.
+    fn depth(&self) -> i64;
+}
+
+type Publish = (OrderRequest, oneshot::Sender<Result<(), QueueError>>);
+
+/// The embedded queue: a group-commit journal in the SQL database.
+pub struct JournalQueue {
+    pool: SqlitePool,
+    publish_tx: mpsc::Sender<Publish>,
+    deliveries: Mutex<mpsc::UnboundedReceiver<OrderRequest>>,
+    depth: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for JournalQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalQueue")
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+type JournalRow = (String, i64, i64, i64, i64, String, i64);
+
+fn from_row(r: JournalRow) -> OrderRequest {
+    OrderRequest {
+        order_id: r.0,
+        user_id: r.1,
+        sale_id: r.2,
+        quantity: r.3,
+        price_cents: r.4,
+        idempotency_key: r.5,
+        accepted_at_ms: r.6,
+    }
+}
+
+const SELECT_JOURNAL: &str = "SELECT order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms FROM order_queue";
+
+impl JournalQueue {
+    /// Opens the journal: requests left by a previous run are delivered again first. The writer
+    /// task stops when the queue is dropped, after committing what it had.
+    pub async fn open(pool: SqlitePool, batch_max: usize) -> Result<Arc<Self>, QueueError> {
+        let leftover: Vec<JournalRow> = sqlx::query_as(&format!("{SELECT_JOURNAL} ORDER BY accepted_at_ms"))
+            .fetch_all(&pool)
+            .await?;
+        let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
+        let depth = Arc::new(AtomicI64::new(0));
+        if !leftover.is_empty() {
+            tracing::info!(requests = leftover.len(), "replaying the order journal");
+        }
+        for row in leftover {
+            depth.fetch_add(1, Ordering::Relaxed);
+            // The receiver is alive: it is in `deliver_rx` right here.
+            let _ = deliver_tx.send(from_row(row));
+        }
+        let (publish_tx, publish_rx) = mpsc::channel(batch_max.max(1) * 8);
+        tokio::spawn(write_journal(
+            pool.clone(),
+            publish_rx,
+            deliver_tx,
+            Arc::clone(&depth),
+            batch_max.max(1),
+        ));
+        Ok(Arc::new(Self {
+            pool,
+            publish_tx,
+            deliveries: Mutex::new(deliver_rx),
+            depth,
+        }))
+    }
+}
+
+/// The writer task: commits whatever publishers queued in one transaction, then answers them.
+async fn write_journal(
+    pool: SqlitePool,
+    mut publish_rx: mpsc::Receiver<Publish>,
+    deliver_tx: mpsc::UnboundedSender<OrderRequest>,
+    depth: Arc<AtomicI64>,
+    batch_max: usize,
+) {
+    let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
+    while publish_rx.recv_many(&mut batch, batch_max).await > 0 {
+        let result = insert_journal(&pool, &batch).await;
+        match result {
+            Ok(()) => {
+                for (request, reply) in batch.drain(..) {
+                    depth.fetch_add(1, Ordering::Relaxed);
+                    // A closed consumer is fine: the journal redelivers at the next start.
+                    let _ = deliver_tx.send(request);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = batch.len(), "order journal commit failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(QueueError::Storage(sqlx::Error::WorkerCrashed)));
+                }
+            }
+        }
+        metrics::gauge!(flashsale_telemetry::metrics::QUEUE_DEPTH).set(depth.load(Ordering::Relaxed) as f64);
+    }
+}
+
+async fn insert_journal(pool: &SqlitePool, batch: &[Publish]) -> Result<(), sqlx::Error> {
+    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+        "INSERT INTO order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms) ",
+    );
+    qb.push_values(batch.iter().map(|(r, _)| r), |mut b, r| {
+        b.push_bind(&r.order_id)
+            .push_bind(r.user_id)
+            .push_bind(r.sale_id)
+            .push_bind(r.quantity)
+            .push_bind(r.price_cents)
+            .push_bind(&r.idempotency_key)
+            .push_bind(r.accepted_at_ms);
+    });
+    qb.push(" ON CONFLICT (order_id) DO NOTHING");
+    qb.build().execute(pool).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl OrderQueue for JournalQueue {
+    async fn publish(&self, request: OrderRequest) -> Result<(), QueueError> {
+        let (tx, rx) = oneshot::channel();
+        self.publish_tx
+            .send((request, tx))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    async fn next_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError> {
+        let mut rx = self.deliveries.lock().await;
+        let mut batch = Vec::with_capacity(max);
+        rx.recv_many(&mut batch, max.max(1)).await;
+        Ok(batch)
+    }
+
+    async fn ready_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError> {
+        let mut rx = self.deliveries.lock().await;
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&self, order_ids: &[String]) -> Result<(), QueueError> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM order_queue WHERE order_id IN (");
+        let mut list = qb.separated(", ");
+        for id in order_ids {
+            list.push_bind(id);
+        }
+        qb.push(")");
+        let deleted = qb.build().execute(&self.pool).await?.rows_affected();
+        self.depth
+            .fetch_sub(i64::try_from(deleted).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
+        let row: Option<JournalRow> = sqlx::query_as(&format!("{SELECT_JOURNAL} WHERE order_id = ?"))
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(from_row))
+    }
+
+    fn depth(&self) -> i64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+}

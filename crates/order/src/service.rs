@@ -1,0 +1,206 @@
+//! The order gRPC service: submit, read, pay, cancel.
+//!
+//! Every transition reads the order, checks the state machine, and writes with the version it
+//! read; if another writer got there first (a payment racing the expiry sweeper or a cancel),
+//! it reads again and decides on the fresh state. Payment also refuses an order whose payment
+//! time is over even if the sweeper has not run yet, expiring it on the spot: a late payment can
+//! never succeed for stock that is about to be released.
+
+use std::sync::Arc;
+
+use flashsale_proto::order::{
+    self as pb,
+    orders_server::{Orders, OrdersServer},
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    expiry::release_stock,
+    model::{Order, OrderRequest, OrderStatus},
+    queue::OrderQueue,
+    release::StockReleaser,
+    store::OrderStore,
+};
+
+/// The order service over its queue, store and stock releaser.
+#[derive(Clone)]
+pub struct OrderService {
+    queue: Arc<dyn OrderQueue>,
+    store: Arc<dyn OrderStore>,
+    releaser: Arc<dyn StockReleaser>,
+}
+
+impl std::fmt::Debug for OrderService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderService").finish_non_exhaustive()
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "order service failure");
+    Status::internal("internal error")
+}
+
+/// Converts an order to its wire form.
+pub fn order_to_pb(o: &Order) -> pb::Order {
+    let status = match o.status {
+        OrderStatus::Pending => pb::OrderStatus::Pending,
+        OrderStatus::Created => pb::OrderStatus::Created,
+        OrderStatus::Paid => pb::OrderStatus::Paid,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Expired => pb::OrderStatus::Expired,
+    };
+    pb::Order {
+        id: o.id.clone(),
+        user_id: o.user_id,
+        sale_id: o.sale_id,
+        quantity: o.quantity,
+        price_cents: o.price_cents,
+        status: status.into(),
+        created_at_ms: o.created_at_ms,
+        updated_at_ms: o.updated_at_ms,
+        expires_at_ms: o.expires_at_ms,
+        version: o.version,
+    }
+}
+
+/// Most attempts at a transition that keeps losing optimistic-locking races.
+const TRANSITION_ATTEMPTS: usize = 8;
+
+impl OrderService {
+    /// A service over the given parts.
+    pub fn new(queue: Arc<dyn OrderQueue>, store: Arc<dyn OrderStore>, releaser: Arc<dyn StockReleaser>) -> Self {
+        Self {
+            queue,
+            store,
+            releaser,
+        }
+    }
+
+    /// The gRPC server for this service.
+    pub fn into_server(self) -> OrdersServer<Self> {
+        OrdersServer::new(self)
+    }
+
+    /// The user's order, persisted or still queued.
+    async fn find(&self, order_id: &str, user_id: i64) -> Result<Option<Order>, Status> {
+        if let Some(order) = self.store.get(order_id).await.map_err(internal)? {
+            return Ok(Some(order).filter(|o| o.user_id == user_id));
+        }
+        let queued = self.queue.find(order_id).await.map_err(internal)?;
+        Ok(queued.filter(|r| r.user_id == user_id).map(|r| Order::pending(&r)))
+    }
+
+    /// Moves the user's order to `to`, retrying lost races on fresh data.
+    async fn transition(&self, order_id: &str, user_id: i64, to: OrderStatus) -> Result<pb::TransitionReply, Status> {
+        for _ in 0..TRANSITION_ATTEMPTS {
+            let Some(order) = self.find(order_id, user_id).await? else {
+                return Ok(reply(pb::TransitionOutcome::NotFound, None));
+            };
+            let now = flashsale_storage::now_ms();
+            // Past its payment time, an unpaid order is expired whatever the sweeper has done.
+            let to_now = if order.status == OrderStatus::Created && now >= order.expires_at_ms {
+                OrderStatus::Expired
+            } else {
+                to
+            };
+            if !order.status.can_become(to_now) {
+                return Ok(reply(pb::TransitionOutcome::Illegal, Some(&order)));
+            }
+            if self
+                .store
+                .transition(&order.id, order.status, order.version, to_now, now)
+                .await
+                .map_err(internal)?
+            {
+                if to_now.releases_stock() {
+                    release_stock(&*self.store, &*self.releaser, &order.id)
+                        .await
+                        .map_err(internal)?;
+                }
+                let done = Order {
+                    status: to_now,
+                    version: order.version + 1,
+                    updated_at_ms: now,
+                    ..order
+                };
+                let outcome = if to_now == to {
+                    pb::TransitionOutcome::Done
+                } else {
+                    pb::TransitionOutcome::Illegal
+                };
+                return Ok(reply(outcome, Some(&done)));
+            }
+        }
+        Err(Status::aborted("order changed concurrently; retry"))
+    }
+}
+
+fn reply(outcome: pb::TransitionOutcome, order: Option<&Order>) -> pb::TransitionReply {
+    pb::TransitionReply {
+        outcome: outcome.into(),
+        order: order.map(order_to_pb),
+    }
+}
+
+#[tonic::async_trait]
+impl Orders for OrderService {
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitReply>, Status> {
+        let order = request
+            .into_inner()
+            .order
+            .ok_or_else(|| Status::invalid_argument("order is required"))?;
+        if order.order_id.is_empty() || order.quantity < 1 || order.idempotency_key.is_empty() {
+            return Err(Status::invalid_argument("order_id, quantity ≥ 1 and idempotency_key are required"));
+        }
+        self.queue
+            .publish(OrderRequest {
+                order_id: order.order_id,
+                user_id: order.user_id,
+                sale_id: order.sale_id,
+                quantity: order.quantity,
+                price_cents: order.price_cents,
+                idempotency_key: order.idempotency_key,
+                accepted_at_ms: order.accepted_at_ms,
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "order publish failed");
+                Status::unavailable("order queue unavailable")
+            })?;
+        Ok(Response::new(pb::SubmitReply {}))
+    }
+
+    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderReply>, Status> {
+        let r = request.into_inner();
+        let order = self.find(&r.order_id, r.user_id).await?;
+        Ok(Response::new(pb::GetOrderReply {
+            order: order.as_ref().map(order_to_pb),
+        }))
+    }
+
+    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersReply>, Status> {
+        let orders = self
+            .store
+            .list_for_user(request.into_inner().user_id)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListOrdersReply {
+            orders: orders.iter().map(order_to_pb).collect(),
+        }))
+    }
+
+    async fn pay(&self, request: Request<pb::TransitionRequest>) -> Result<Response<pb::TransitionReply>, Status> {
+        let r = request.into_inner();
+        self.transition(&r.order_id, r.user_id, OrderStatus::Paid)
+            .await
+            .map(Response::new)
+    }
+
+    async fn cancel(&self, request: Request<pb::TransitionRequest>) -> Result<Response<pb::TransitionReply>, Status> {
+        let r = request.into_inner();
+        self.transition(&r.order_id, r.user_id, OrderStatus::Cancelled)
+            .await
+            .map(Response::new)
+    }
+}
