@@ -1,0 +1,144 @@
+//! The gateway's shared state, its router, and serving it.
+
+use std::{net::SocketAddr, ops::Deref, sync::Arc, time::Duration};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    middleware::{from_fn, from_fn_with_state},
+    routing::{delete, get, post},
+    Router,
+};
+use flashsale_auth::token::TokenKeys;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{
+    auth::SessionCache,
+    config::GatewayConfig,
+    error::ApiError,
+    limits::Limits,
+    middleware::{budget, ensure_trace, panic_response, record_metrics, render_errors},
+    routes::{health, orders, sales, sessions, users},
+    sales_cache::SaleCache,
+    upstream::Upstreams,
+};
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// Configuration.
+    pub config: GatewayConfig,
+    /// Token verification keys.
+    pub keys: TokenKeys,
+    /// Clients of the services.
+    pub upstreams: Upstreams,
+    /// Recently looked-up sessions.
+    pub sessions: SessionCache,
+    /// Anti-brush limiters.
+    pub limits: Limits,
+    /// Sale metadata and sold-out flags.
+    pub sales: SaleCache,
+    /// Order ids this gateway accepted recently, so a retry of an accepted buy is answered with
+    /// its order even after the sale sold out.
+    pub accepted: moka::sync::Cache<u128, ()>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(config: GatewayConfig, keys: TokenKeys, upstreams: Upstreams, metrics: PrometheusHandle) -> Self {
+        Self(Arc::new(Inner {
+            sessions: SessionCache::new(Duration::from_millis(config.session_cache_ms)),
+            limits: Limits::new(&config.limits),
+            sales: SaleCache::new(
+                Duration::from_millis(config.missing_sale_cache_ms),
+                Duration::from_millis(config.sold_out_cache_ms),
+            ),
+            accepted: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(15 * 60))
+                .build(),
+            config,
+            keys,
+            upstreams,
+            metrics,
+        }))
+    }
+}
+
+/// The gateway's router with all middleware.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/users", post(users::register))
+        .route("/sessions", post(sessions::login))
+        .route("/sessions/current", delete(sessions::logout))
+        .route("/admin/sales", post(sales::create))
+        .route("/sales", get(sales::list))
+        .route("/sales/{id}", get(sales::get))
+        .route("/sales/{id}/orders", post(orders::buy))
+        .route("/orders", get(orders::list))
+        .route("/orders/{id}", get(orders::get))
+        .route("/orders/{id}/pay", post(orders::pay))
+        .route("/orders/{id}/cancel", post(orders::cancel));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/openapi.json", get(health::openapi))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::not_found("no such resource") })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(from_fn(ensure_trace))
+                .layer(TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(from_fn(render_errors))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(from_fn_with_state(state.clone(), budget))
+                .layer(from_fn(record_metrics))
+                .layer(DefaultBodyLimit::max(state.config.body_limit_bytes)),
+        )
+        .with_state(state)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then finishes in-flight
+/// requests. Also prunes idle rate-limit keys every minute while serving.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let pruner = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.limits.prune();
+            }
+        })
+    };
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    pruner.abort();
+    result
+}

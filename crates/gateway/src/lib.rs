@@ -1,0 +1,30 @@
+//! The HTTP gateway: the only part of flashsale that faces shoppers.
+//!
+//! A buy request crosses it like this (see `docs/architecture.md`):
+//!
+//! 1. [`middleware`]: request id, W3C trace context, the request budget (a deadline; `504` when
+//!    spent), JSON rendering of every error, panics caught as `500`.
+//! 2. [`auth`]: the JWT is verified locally; its session (`jti`) is looked up at the auth service
+//!    and cached for at most `session_cache_ms`, and must match the client's IP and User-Agent.
+//! 3. [`limits`]: anti-brush rate limits per client IP and per (user, sale).
+//! 4. [`sales_cache`]: unknown, not-yet-open, closed and sold-out sales are answered from local
+//!    memory, without a network hop.
+//! 5. [`routes::orders`]: the inventory service reserves stock atomically, the order service
+//!    queues the order durably, and the answer is `202 {order_id, status: "pending"}`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod limits;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod sales_cache;
+pub mod upstream;
+
+pub use app::{router, AppState};
+pub use config::GatewayConfig;

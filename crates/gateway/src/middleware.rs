@@ -1,0 +1,115 @@
+//! Cross-cutting HTTP middleware of the gateway.
+//!
+//! * [`ensure_trace`]: continues the caller's W3C trace or starts one, so the request span, the
+//!   logs and every gRPC call share one trace id.
+//! * [`budget`]: the request's time budget; a handler still running when it is spent is
+//!   dropped and the client gets `504` at once.
+//! * [`render_errors`]: every error response gets the JSON error body with the request id.
+//! * [`record_metrics`]: request counts and latency per route.
+//! * [`panic_response`]: a panicking handler becomes a `500`; the process stays up.
+
+use std::{any::Any, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::{MatchedPath, Request, State},
+    http::{header, HeaderValue},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    Json,
+};
+use flashsale_telemetry::{TraceContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use tokio::time::Instant;
+
+use crate::{
+    app::AppState,
+    error::{fields_for_status, ApiError, ErrorBody, ErrorDetail, ErrorFields},
+    upstream::Deadline,
+};
+
+/// Makes sure the request carries a valid `traceparent` (a child of the caller's, or a new root).
+pub async fn ensure_trace(mut request: Request, next: Next) -> Response {
+    let trace = TraceContext::from_header_or_new(
+        request
+            .headers()
+            .get(TRACEPARENT_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        request.headers_mut().insert(TRACEPARENT_HEADER, value);
+    }
+    next.run(request).await
+}
+
+/// Enforces the request budget and makes the deadline available to upstream calls.
+pub async fn budget(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let budget = Duration::from_millis(state.config.budget_ms);
+    let deadline = Instant::now() + budget;
+    request.extensions_mut().insert(Deadline(deadline));
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
+}
+
+/// Renders every error response as the API's JSON error with the request id.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _body) = response.into_parts();
+    let fields = parts
+        .extensions
+        .remove::<ErrorFields>()
+        .unwrap_or_else(|| fields_for_status(status));
+    let body = Json(ErrorBody {
+        error: ErrorDetail {
+            code: fields.code.to_owned(),
+            message: fields.message,
+            request_id,
+        },
+    })
+    .into_response();
+    let (body_parts, body) = body.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(ct) = body_parts.headers.get(header::CONTENT_TYPE) {
+        parts.headers.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    Response::from_parts(parts, body)
+}
+
+/// Counts requests and records latency, labelled by route template and status.
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(flashsale_telemetry::metrics::HTTP_REQUESTS, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(flashsale_telemetry::metrics::HTTP_LATENCY, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The response for a handler that panicked: a logged `500`.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(panic = %detail, "handler panicked");
+    ApiError::internal().into_response()
+}

@@ -1,0 +1,7 @@
+//! HTTP handlers, one module per resource.
+
+pub mod health;
+pub mod orders;
+pub mod sales;
+pub mod sessions;
+pub mod users;

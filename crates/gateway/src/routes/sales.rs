@@ -1,0 +1,72 @@
+//! Sales: `POST /api/v1/admin/sales`, `GET /api/v1/sales`, `GET /api/v1/sales/{id}`.
+
+use axum::{extract::State, http::StatusCode, Json};
+use flashsale_proto::inventory::{CreateSaleRequest, GetSaleRequest, ListSalesRequest};
+
+use crate::{
+    api::{NewSale, Sale},
+    app::AppState,
+    auth::AuthUser,
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath},
+    upstream::CallContext,
+};
+
+/// Creates a sale (admins only).
+#[utoipa::path(post, path = "/api/v1/admin/sales", tag = "sales", request_body = NewSale,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = Sale),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: CallContext,
+    ApiJson(body): ApiJson<NewSale>,
+) -> Result<(StatusCode, Json<Sale>), ApiError> {
+    if !user.admin {
+        return Err(ApiError::forbidden("only admins may create sales"));
+    }
+    let mut inventory = state.upstreams.inventory.clone();
+    let sale = ctx
+        .run(inventory.create_sale(ctx.request(CreateSaleRequest {
+            name: body.name,
+            price_cents: body.price_cents,
+            stock: body.stock,
+            per_user_limit: body.per_user_limit,
+            starts_at_ms: body.starts_at.timestamp_millis(),
+            ends_at_ms: body.ends_at.timestamp_millis(),
+        })?))
+        .await?;
+    state.sales.remember(&sale).await;
+    tracing::info!(sale_id = sale.id, admin = user.user_id, "sale created");
+    Ok((StatusCode::CREATED, Json(sale.into())))
+}
+
+/// Lists sales with their live remaining stock.
+#[utoipa::path(get, path = "/api/v1/sales", tag = "sales", responses((status = 200, body = Vec<Sale>)))]
+pub async fn list(State(state): State<AppState>, ctx: CallContext) -> Result<Json<Vec<Sale>>, ApiError> {
+    let mut inventory = state.upstreams.inventory.clone();
+    let reply = ctx
+        .run(inventory.list_sales(ctx.request(ListSalesRequest {})?))
+        .await?;
+    Ok(Json(reply.sales.into_iter().map(Sale::from).collect()))
+}
+
+/// One sale with its live remaining stock.
+#[utoipa::path(get, path = "/api/v1/sales/{id}", tag = "sales",
+    params(("id" = i64, Path, description = "sale id")),
+    responses((status = 200, body = Sale), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, ctx: CallContext, ApiPath(id): ApiPath<i64>) -> Result<Json<Sale>, ApiError> {
+    let mut inventory = state.upstreams.inventory.clone();
+    let reply = ctx
+        .run(inventory.get_sale(ctx.request(GetSaleRequest { id })?))
+        .await?;
+    reply
+        .sale
+        .map(|s| Json(s.into()))
+        .ok_or_else(|| ApiError::not_found("no such sale"))
+}

@@ -1,0 +1,126 @@
+//! Local knowledge of sales, so the stampede is mostly answered without a network hop.
+//!
+//! Sale metadata (price, window, per-user limit) never changes after creation and is cached
+//! for a minute; "no such sale" is cached for `missing_sale_cache_ms` (cache-penetration
+//! defence: a flood of unknown ids reaches the inventory once per interval). When the inventory
+//! says a sale is sold out, this gateway answers `409 sold_out` locally for `sold_out_cache_ms`,
+//! then asks again — so stock given back by a cancel or an expiry becomes buyable within that
+//! time.
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use flashsale_proto::inventory::{self as pb, GetSaleRequest};
+use moka::{future::Cache, Expiry};
+
+use crate::{
+    error::ApiError,
+    upstream::{CallContext, Upstreams},
+};
+
+/// What the buy path needs to know about a sale.
+#[derive(Debug)]
+pub struct SaleMeta {
+    /// Id.
+    pub id: i64,
+    /// Per-user limit.
+    pub per_user_limit: i64,
+    /// Opening time, Unix ms.
+    pub starts_at_ms: i64,
+    /// Closing time, Unix ms.
+    pub ends_at_ms: i64,
+    sold_out_until_ms: AtomicI64,
+}
+
+impl SaleMeta {
+    fn from_pb(sale: &pb::Sale) -> Self {
+        Self {
+            id: sale.id,
+            per_user_limit: sale.per_user_limit,
+            starts_at_ms: sale.starts_at_ms,
+            ends_at_ms: sale.ends_at_ms,
+            sold_out_until_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether this gateway currently knows the sale to be sold out.
+    pub fn known_sold_out(&self, now_ms: i64) -> bool {
+        self.sold_out_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+}
+
+/// How long a known sale's metadata is kept.
+const KNOWN_SALE_TTL: Duration = Duration::from_secs(60);
+
+struct PerEntry {
+    missing: Duration,
+}
+
+impl Expiry<i64, Option<Arc<SaleMeta>>> for PerEntry {
+    fn expire_after_create(&self, _: &i64, value: &Option<Arc<SaleMeta>>, _: Instant) -> Option<Duration> {
+        Some(if value.is_some() { KNOWN_SALE_TTL } else { self.missing })
+    }
+}
+
+/// The gateway's sale cache.
+#[derive(Clone)]
+pub struct SaleCache {
+    cache: Cache<i64, Option<Arc<SaleMeta>>>,
+    sold_out_ms: i64,
+}
+
+impl std::fmt::Debug for SaleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaleCache").finish_non_exhaustive()
+    }
+}
+
+impl SaleCache {
+    /// A cache with the given negative-cache and sold-out intervals.
+    pub fn new(missing: Duration, sold_out: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(PerEntry { missing })
+                .build(),
+            sold_out_ms: i64::try_from(sold_out.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The sale, from the cache or the inventory service; `None` when it does not exist.
+    pub async fn get(&self, id: i64, upstreams: &Upstreams, ctx: &CallContext) -> Result<Option<Arc<SaleMeta>>, ApiError> {
+        self.cache
+            .try_get_with(id, async {
+                let mut client = upstreams.inventory.clone();
+                let reply = ctx.run(client.get_sale(ctx.request(GetSaleRequest { id })?)).await?;
+                Ok::<_, ApiError>(reply.sale.as_ref().map(|s| Arc::new(SaleMeta::from_pb(s))))
+            })
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// Remembers a sale just created or read.
+    pub async fn remember(&self, sale: &pb::Sale) {
+        if self.cache.get(&sale.id).await.flatten().is_none() {
+            self.cache
+                .insert(sale.id, Some(Arc::new(SaleMeta::from_pb(sale))))
+                .await;
+        }
+    }
+
+    /// Remembers that a sale does not exist.
+    pub async fn remember_missing(&self, id: i64) {
+        self.cache.insert(id, None).await;
+    }
+
+    /// Answers "sold out" locally for the configured interval.
+    pub fn mark_sold_out(&self, sale: &SaleMeta, now_ms: i64) {
+        sale.sold_out_until_ms
+            .store(now_ms.saturating_add(self.sold_out_ms), Ordering::Relaxed);
+    }
+}

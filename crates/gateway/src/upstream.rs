@@ -1,0 +1,149 @@
+//! gRPC clients of the services behind the gateway, and the per-request call context.
+//!
+//! Each service is one lazily-connected HTTP/2 [`Channel`] (requests are multiplexed on it).
+//! Every call goes through a [`CallContext`]: it carries what is left of the request budget as
+//! the gRPC deadline (`grpc-timeout`), stops waiting when the budget is spent (`504`), and sends
+//! the request id and a child W3C `traceparent` as metadata so the service logs under the same
+//! trace.
+
+use std::{future::Future, time::Duration};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use flashsale_proto::{
+    auth::auth_client::AuthClient, inventory::inventory_client::InventoryClient,
+    order::orders_client::OrdersClient,
+};
+use flashsale_telemetry::{TraceContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use tokio::time::Instant;
+use tonic::{metadata::MetadataValue, transport::Channel};
+
+use crate::error::ApiError;
+
+/// Clients of the auth, inventory and order services.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// Auth service.
+    pub auth: AuthClient<Channel>,
+    /// Inventory service.
+    pub inventory: InventoryClient<Channel>,
+    /// Order service.
+    pub orders: OrdersClient<Channel>,
+}
+
+/// An address that is not a valid URI.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid service address {address:?}: {source}")]
+pub struct AddressError {
+    address: String,
+    #[source]
+    source: tonic::codegen::http::uri::InvalidUri,
+}
+
+fn channel(address: &str) -> Result<Channel, AddressError> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(Channel::from_shared(uri)
+        .map_err(|source| AddressError {
+            address: address.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl Upstreams {
+    /// Clients for services at these addresses (`host:port` or `http://host:port`); connects
+    /// on first use and reconnects after failures.
+    pub fn connect_lazy(auth: &str, inventory: &str, orders: &str) -> Result<Self, AddressError> {
+        Ok(Self {
+            auth: AuthClient::new(channel(auth)?),
+            inventory: InventoryClient::new(channel(inventory)?),
+            orders: OrdersClient::new(channel(orders)?),
+        })
+    }
+}
+
+/// When the current request's budget runs out; set by the budget middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// What every upstream call of one request carries: deadline, trace context, request id.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    deadline: Instant,
+    trace: TraceContext,
+    request_id: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl CallContext {
+    /// A context with this deadline and a fresh trace (for calls outside a request).
+    pub fn detached(budget: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + budget,
+            trace: TraceContext::new_root(),
+            request_id: None,
+        }
+    }
+
+    /// Wraps a message into a request carrying the remaining budget and the metadata.
+    pub fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ApiError> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(ApiError::timeout());
+        }
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(remaining);
+        let metadata = request.metadata_mut();
+        if let Ok(value) = self.trace.child().to_string().parse() {
+            metadata.insert(TRACEPARENT_HEADER, value);
+        }
+        if let Some(id) = &self.request_id {
+            metadata.insert(REQUEST_ID_HEADER, id.clone());
+        }
+        Ok(request)
+    }
+
+    /// Runs a call, giving up when the budget is spent; maps failures to API errors.
+    pub async fn run<T, F>(&self, call: F) -> Result<T, ApiError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout_at(self.deadline, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ApiError::from_status(status)),
+            Err(_) => Err(ApiError::timeout()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let deadline = parts
+            .extensions
+            .get::<Deadline>()
+            .map(|d| d.0)
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+        let trace = TraceContext::from_header_or_new(
+            parts
+                .headers
+                .get(TRACEPARENT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Self {
+            deadline,
+            trace,
+            request_id,
+        })
+    }
+}
