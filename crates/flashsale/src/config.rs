@@ -1,0 +1,163 @@
+//! Typed configuration: defaults → TOML file (`--config`) → `FLASHSALE_*` environment → flags.
+//!
+//! Nested keys use `__` in environment variables: `FLASHSALE_GATEWAY__BUDGET_MS=300` sets
+//! `gateway.budget_ms`. Every value has a default that runs, except the token signing secret in
+//! `serve` mode (`FLASHSALE_JWT_SECRET`), which must never have a built-in value in production.
+//! `flashsale dev` generates one into its data directory instead.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use flashsale_auth::AuthConfig;
+use flashsale_gateway::GatewayConfig;
+use flashsale_order::OrderConfig;
+use serde::Deserialize;
+
+use crate::cli::{Cli, Command};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Pretty,
+    /// JSON lines.
+    Json,
+}
+
+impl From<LogFormat> for flashsale_telemetry::logging::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Pretty => Self::Pretty,
+            LogFormat::Json => Self::Json,
+        }
+    }
+}
+
+/// How hard database commits are pushed to disk.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Survives a killed process (default).
+    #[default]
+    Process,
+    /// Survives power loss too (an fsync per commit).
+    Power,
+}
+
+/// Where each gRPC service listens (`serve`) or is reached (gateway, order → inventory).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServiceAddrs {
+    /// Auth service.
+    pub auth: String,
+    /// Inventory service.
+    pub inventory: String,
+    /// Order service.
+    pub order: String,
+}
+
+impl Default for ServiceAddrs {
+    fn default() -> Self {
+        Self {
+            auth: "127.0.0.1:50051".into(),
+            inventory: "127.0.0.1:50052".into(),
+            order: "127.0.0.1:50053".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Database URL; default `sqlite://<data_dir>/flashsale.db`.
+    pub database_url: Option<String>,
+    /// Commit durability of the embedded database.
+    pub durability: Durability,
+    /// Directory for the embedded database and (in `dev`) the generated signing key.
+    pub data_dir: PathBuf,
+    /// Log filter, e.g. `info` or `info,flashsale_order=debug`.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Email of the first admin, created or promoted at start (`FLASHSALE_ADMIN_EMAIL`).
+    pub admin_email: Option<String>,
+    /// Password of the first admin (`FLASHSALE_ADMIN_PASSWORD`).
+    pub admin_password: Option<String>,
+    /// Token signing secret, at least 32 bytes (`FLASHSALE_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// Id of the signing key, written as the token's `kid`.
+    pub jwt_kid: String,
+    /// HTTP address of the gateway.
+    pub http_addr: SocketAddr,
+    /// gRPC addresses of the services.
+    pub services: ServiceAddrs,
+    /// Gateway settings.
+    pub gateway: GatewayConfig,
+    /// Auth service settings.
+    pub auth: AuthConfig,
+    /// Order service settings.
+    pub order: OrderConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            durability: Durability::default(),
+            data_dir: PathBuf::from("./flashsale-data"),
+            log: "info".into(),
+            log_format: LogFormat::default(),
+            admin_email: None,
+            admin_password: None,
+            jwt_secret: None,
+            jwt_kid: "k1".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            services: ServiceAddrs::default(),
+            gateway: GatewayConfig::default(),
+            auth: AuthConfig::default(),
+            order: OrderConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("flashsale.db").display()))
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+/// The loopback networks `flashsale dev` trusts as proxies by default, so a local load test can
+/// simulate many clients with `X-Forwarded-For`.
+pub const DEV_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// Loads the configuration for a command line.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Command::Dev(_) = cli.command {
+        figment = figment.merge(Serialized::default("gateway.trusted_proxies", DEV_TRUSTED_PROXIES));
+    }
+    if let Some(path) = &cli.config {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(Env::prefixed("FLASHSALE_").split("__"));
+    if let Command::Dev(dev) = &cli.command {
+        figment = figment
+            .merge(Serialized::default("http_addr", dev.http))
+            .merge(Serialized::default("data_dir", &dev.data_dir));
+    }
+    figment.extract().map_err(|e| ConfigError(Box::new(e)))
+}

@@ -1,0 +1,14 @@
+//! The flashsale binary's library: command line, configuration, and the composition of the
+//! services into running processes.
+//!
+//! * [`cli`]: the commands (`dev`, `serve <service>`).
+//! * [`config`]: typed configuration from defaults, an optional TOML file and `FLASHSALE_*`
+//!   environment variables.
+//! * [`startup`]: builds each service and serves it on its own port; `dev` runs all four in one
+//!   process through the same gRPC code path as separate processes.
+//! * [`shutdown`]: SIGINT/SIGTERM handling.
+
+pub mod cli;
+pub mod config;
+pub mod shutdown;
+pub mod startup;

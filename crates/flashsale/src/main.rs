@@ -1,0 +1,26 @@
+//! `flashsale`: the one binary. Thin on purpose: parse the command line, load configuration,
+//! install telemetry, then hand over to [`flashsale::startup`].
+
+use clap::Parser;
+use flashsale::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = flashsale::config::load(&cli)?;
+    flashsale_telemetry::logging::init(&config.log, config.log_format.into())?;
+    let metrics = flashsale_telemetry::metrics::install()?;
+    let shutdown = flashsale::shutdown::on_signal();
+    match cli.command {
+        Command::Dev(_) => {
+            let app = flashsale::startup::DevApp::build(config, metrics).await?;
+            // Tests and scripts read this line to find the gateway.
+            println!("flashsale dev: gateway listening on http://{}", app.http_addr());
+            app.run_until_stopped(shutdown).await?;
+        }
+        Command::Serve(serve) => {
+            flashsale::startup::serve(serve.service, config, metrics, shutdown).await?;
+        }
+    }
+    Ok(())
+}

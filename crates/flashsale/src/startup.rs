@@ -1,0 +1,364 @@
+//! Building the services and running them.
+//!
+//! Each service is built from configuration (its storage backends chosen there) and served on
+//! its own listener. [`DevApp`] composes all four in one process, each on its own loopback port,
+//! talking gRPC exactly as separate processes do; [`serve`] runs one of them. Building is
+//! separate from running (bind first, then serve), so tests can bind port 0 and ask for the
+//! address.
+//!
+//! Shutdown drains in order: the gateway stops accepting and finishes in-flight requests, then
+//! the gRPC servers stop, then the order consumer writes what is still queued. Each stage gets
+//! [`GRACE`] before it is abandoned (the order journal keeps anything not yet written).
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use flashsale_auth::{
+    store::{MemorySessionStore, SqlUserStore},
+    token::TokenKeys,
+    AuthService,
+};
+use flashsale_gateway::{upstream::Upstreams, AppState};
+use flashsale_inventory::{catalog::SqlCatalog, stock::MemoryStock, InventoryService};
+use flashsale_order::{
+    queue::{JournalQueue, OrderQueue},
+    release::StockReleaser,
+    store::{OrderStore, SqlOrderStore},
+    OrderService,
+};
+use flashsale_proto::inventory::inventory_client::InventoryClient;
+use flashsale_storage::{Durability, SqlitePool};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{server::TcpIncoming, Channel, Server};
+use tower_http::trace::TraceLayer;
+
+use crate::{cli::Service, config::Config};
+
+/// How long each shutdown stage may take before it is abandoned.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Startup and run failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad or missing configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A port or file could not be opened.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Storage(#[from] flashsale_storage::StorageError),
+    /// The auth service could not start.
+    #[error(transparent)]
+    Auth(#[from] flashsale_auth::service::AuthError),
+    /// The inventory could not load its sales.
+    #[error(transparent)]
+    Catalog(#[from] flashsale_inventory::catalog::CatalogError),
+    /// The order queue could not open.
+    #[error(transparent)]
+    Queue(#[from] flashsale_order::queue::QueueError),
+    /// A gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartupError {
+    let context = context.into();
+    move |source| StartupError::Io { context, source }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr).await.map_err(io(format!("cannot listen on {addr}")))
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {
+    listener.local_addr().map_err(io("cannot read the bound address"))
+}
+
+async fn open_database(config: &Config) -> Result<SqlitePool, StartupError> {
+    let url = config.database_url();
+    if config.database_url.is_none() {
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+    }
+    let durability = match config.durability {
+        crate::config::Durability::Process => Durability::Process,
+        crate::config::Durability::Power => Durability::Power,
+    };
+    Ok(flashsale_storage::connect(&url, durability, 8).await?)
+}
+
+/// The token keys from configuration; in `dev` without a configured secret, a random secret
+/// kept in the data directory (so tokens survive a restart).
+async fn token_keys(config: &Config, dev: bool) -> Result<TokenKeys, StartupError> {
+    let secret = match (&config.jwt_secret, dev) {
+        (Some(secret), _) => secret.clone(),
+        (None, true) => dev_secret(&config.data_dir).await?,
+        (None, false) => {
+            return Err(StartupError::Config(
+                "set FLASHSALE_JWT_SECRET (at least 32 bytes) for the token signing key".into(),
+            ))
+        }
+    };
+    if secret.len() < 32 {
+        return Err(StartupError::Config("jwt_secret must be at least 32 bytes".into()));
+    }
+    Ok(TokenKeys::new(
+        &config.jwt_kid,
+        secret.as_bytes(),
+        &config.auth.issuer,
+        &config.auth.audience,
+    ))
+}
+
+async fn dev_secret(data_dir: &Path) -> Result<String, StartupError> {
+    let path = data_dir.join("jwt-secret");
+    match tokio::fs::read_to_string(&path).await {
+        Ok(secret) => Ok(secret.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tokio::fs::create_dir_all(data_dir)
+                .await
+                .map_err(io(format!("cannot create {}", data_dir.display())))?;
+            let secret = hex::encode(rand::random::<[u8; 32]>());
+            tokio::fs::write(&path, &secret)
+                .await
+                .map_err(io(format!("cannot write {}", path.display())))?;
+            Ok(secret)
+        }
+        Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+async fn build_auth(config: &Config, pool: SqlitePool, keys: TokenKeys) -> Result<AuthService, StartupError> {
+    let service = AuthService::new(
+        &config.auth,
+        Arc::new(SqlUserStore::new(pool)),
+        Arc::new(MemorySessionStore::default()),
+        keys,
+    )?;
+    if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+        let id = service.ensure_admin(email, password).await?;
+        tracing::info!(user_id = id, "admin account ready");
+    }
+    Ok(service)
+}
+
+async fn build_inventory(pool: SqlitePool) -> Result<InventoryService, StartupError> {
+    Ok(InventoryService::open(Arc::new(SqlCatalog::new(pool)), Arc::new(MemoryStock::new())).await?)
+}
+
+fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let channel = Channel::from_shared(uri)
+        .map_err(|e| StartupError::Config(format!("inventory address {addr:?}: {e}")))?
+        .connect_lazy();
+    Ok(InventoryClient::new(channel))
+}
+
+/// The order service and its background workers (consumer, expiry sweeper).
+async fn build_order(
+    config: &Config,
+    pool: SqlitePool,
+    inventory_addr: &str,
+    workers_shutdown: &CancellationToken,
+) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
+    let queue: Arc<dyn OrderQueue> = JournalQueue::open(pool.clone(), config.order.journal_batch_max).await?;
+    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(pool));
+    let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
+    let timeout_ms = i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let workers = vec![
+        tokio::spawn(flashsale_order::consumer::run(
+            Arc::clone(&queue),
+            Arc::clone(&store),
+            config.order.batch_max,
+            timeout_ms,
+            workers_shutdown.clone(),
+        )),
+        tokio::spawn(flashsale_order::expiry::run(
+            Arc::clone(&store),
+            Arc::clone(&releaser),
+            Duration::from_millis(config.order.expiry_interval_ms.max(10)),
+            workers_shutdown.clone(),
+        )),
+    ];
+    Ok((OrderService::new(queue, store, releaser), workers))
+}
+
+/// Serves one gRPC service on `listener` until `shutdown` is cancelled.
+fn spawn_grpc<S>(listener: TcpListener, service: S, shutdown: CancellationToken) -> JoinHandle<Result<(), tonic::transport::Error>>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        Server::builder()
+            .tcp_nodelay(true)
+            .layer(TraceLayer::new_for_grpc().make_span_with(flashsale_telemetry::span::make_span))
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
+            .await
+    })
+}
+
+/// Waits for tasks, giving up after [`GRACE`].
+async fn join_all<T>(what: &str, handles: Vec<JoinHandle<T>>) {
+    let all = async {
+        for h in handles {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, what, "task failed");
+            }
+        }
+    };
+    if tokio::time::timeout(GRACE, all).await.is_err() {
+        tracing::warn!(what, "did not stop within the grace period");
+    }
+}
+
+/// The whole system in one process: gateway, auth, inventory and order, each on its own port.
+pub struct DevApp {
+    http: TcpListener,
+    http_addr: SocketAddr,
+    grpc_addrs: [SocketAddr; 3],
+    gateway: AppState,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+    servers_shutdown: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+    workers_shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for DevApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevApp")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addrs", &self.grpc_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevApp {
+    /// Opens the database, binds every port and starts the gRPC services; the gateway starts
+    /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
+    pub async fn build(config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+        let pool = open_database(&config).await?;
+        let keys = token_keys(&config, true).await?;
+        let http = bind(&config.http_addr.to_string()).await?;
+        let http_addr = local_addr(&http)?;
+        let (auth_l, inv_l, order_l) = (bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?);
+        let grpc_addrs = [local_addr(&auth_l)?, local_addr(&inv_l)?, local_addr(&order_l)?];
+        let [auth_addr, inv_addr, order_addr] = grpc_addrs.map(|a| a.to_string());
+
+        let servers_shutdown = CancellationToken::new();
+        let workers_shutdown = CancellationToken::new();
+        let auth = build_auth(&config, pool.clone(), keys.clone()).await?;
+        let inventory = build_inventory(pool.clone()).await?;
+        let (order, workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
+        let servers = vec![
+            spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
+            spawn_grpc(inv_l, inventory.into_server(), servers_shutdown.clone()),
+            spawn_grpc(order_l, order.into_server(), servers_shutdown.clone()),
+        ];
+        let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
+        let gateway = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
+        tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
+        Ok(Self {
+            http,
+            http_addr,
+            grpc_addrs,
+            gateway,
+            servers,
+            servers_shutdown,
+            workers,
+            workers_shutdown,
+        })
+    }
+
+    /// The gateway's HTTP address (with the real port when configured with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: gateway, gRPC servers, order workers.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let stop = shutdown.clone();
+        let serve = flashsale_gateway::app::serve(self.http, self.gateway, stop.cancelled_owned());
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(GRACE).await;
+        };
+        tokio::select! {
+            result = serve => result.map_err(io("gateway failed"))?,
+            () = grace => tracing::warn!("gateway requests still running after the grace period"),
+        }
+        self.servers_shutdown.cancel();
+        join_all("grpc servers", self.servers).await;
+        self.workers_shutdown.cancel();
+        join_all("order workers", self.workers).await;
+        tracing::info!("flashsale dev stopped");
+        Ok(())
+    }
+}
+
+/// Runs one service as its own process until `shutdown` is cancelled.
+pub async fn serve(service: Service, config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> Result<(), StartupError> {
+    let servers_shutdown = shutdown.clone();
+    let workers_shutdown = CancellationToken::new();
+    let mut workers = Vec::new();
+    let server = match service {
+        Service::Gateway => {
+            let keys = token_keys(&config, false).await?;
+            let s = &config.services;
+            let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)
+                .map_err(|e| StartupError::Config(e.to_string()))?;
+            let listener = bind(&config.http_addr.to_string()).await?;
+            tracing::info!(addr = %local_addr(&listener)?, "gateway listening");
+            let state = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
+            return flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
+                .await
+                .map_err(io("gateway failed"));
+        }
+        Service::Auth => {
+            let pool = open_database(&config).await?;
+            let keys = token_keys(&config, false).await?;
+            let listener = bind(&config.services.auth).await?;
+            spawn_grpc(listener, build_auth(&config, pool, keys).await?.into_server(), servers_shutdown)
+        }
+        Service::Inventory => {
+            let pool = open_database(&config).await?;
+            let listener = bind(&config.services.inventory).await?;
+            spawn_grpc(listener, build_inventory(pool).await?.into_server(), servers_shutdown)
+        }
+        Service::Order => {
+            let pool = open_database(&config).await?;
+            let listener = bind(&config.services.order).await?;
+            let (order, w) = build_order(&config, pool, &config.services.inventory, &workers_shutdown).await?;
+            workers = w;
+            spawn_grpc(listener, order.into_server(), servers_shutdown)
+        }
+    };
+    tracing::info!(?service, "serving");
+    match server.await {
+        Ok(result) => result?,
+        Err(e) => tracing::error!(error = %e, "server task failed"),
+    }
+    workers_shutdown.cancel();
+    join_all("order workers", workers).await;
+    Ok(())
+}
