@@ -1,7 +1,8 @@
 //! Installs the process-wide `tracing` subscriber.
 //!
 //! The filter comes from the caller (configuration), e.g. `info,flashsale=debug`; the format is
-//! either human-readable lines or one JSON object per line for log shippers. Personal data never
+//! either human-readable lines or one JSON object per line for log shippers, written to stderr
+//! (stdout is left to the program's own output). Personal data never
 //! reaches the logs: services log user ids, never emails or passwords.
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
@@ -41,9 +42,17 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), LoggingError> {
     })?;
     let registry = tracing_subscriber::registry().with(env_filter);
     let result = match format {
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_target(false).with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     result.map_err(|_| LoggingError::AlreadyInstalled)

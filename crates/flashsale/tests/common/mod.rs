@@ -1,0 +1,192 @@
+//! Test harness: spawns the whole system (`flashsale dev` composition) in-process on ephemeral
+//! ports with its own data directory, and talks to it over real HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::SocketAddr;
+
+use flashsale::{config::Config, startup::DevApp};
+use flashsale_auth::password::HashParams;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+pub const PASSWORD: &str = "customer-password";
+
+/// A running system and an HTTP client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// A test configuration: cheap password hashing, ephemeral port, the given data directory.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.to_path_buf();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_email = Some(ADMIN_EMAIL.into());
+    config.admin_password = Some(ADMIN_PASSWORD.into());
+    // Tests hash thousands of passwords; the production cost is checked in flashsale-auth.
+    config.auth.argon2 = HashParams {
+        memory_kib: 256,
+        iterations: 1,
+        parallelism: 1,
+    };
+    config.gateway.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(data_dir.path());
+        adjust(&mut config);
+        let app = DevApp::build(config, flashsale_telemetry::metrics::detached())
+            .await
+            .unwrap();
+        let addr = app.http_addr();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(stop).await.unwrap();
+        });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .build()
+            .unwrap();
+        Self {
+            addr,
+            client,
+            shutdown,
+            handle: Some(handle),
+            data_dir,
+        }
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request from client `ip` (sent as `X-Forwarded-For`, trusted from loopback).
+    pub fn req(&self, method: Method, path: &str, ip: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-forwarded-for", ip)
+            .header("user-agent", "flashsale-tests")
+    }
+
+    pub fn authed(&self, method: Method, path: &str, ip: &str, token: &str) -> RequestBuilder {
+        self.req(method, path, ip).bearer_auth(token)
+    }
+
+    pub async fn register(&self, email: &str, ip: &str) -> Response {
+        self.req(Method::POST, "/api/v1/users", ip)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login_as(&self, email: &str, password: &str, ip: &str) -> String {
+        let r = self
+            .req(Method::POST, "/api/v1/sessions", ip)
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "login of {email} failed");
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Registers a customer and logs in from `ip`; returns the token.
+    pub async fn customer(&self, email: &str, ip: &str) -> String {
+        assert_eq!(self.register(email, ip).await.status(), StatusCode::CREATED);
+        self.login_as(email, PASSWORD, ip).await
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.255.254").await
+    }
+
+    /// Creates an open sale (started a minute ago, ends in an hour); returns its id.
+    pub async fn open_sale(&self, stock: i64, per_user_limit: i64) -> i64 {
+        let admin = self.admin().await;
+        let now = chrono::Utc::now();
+        let r = self
+            .authed(Method::POST, "/api/v1/admin/sales", "10.255.255.254", &admin)
+            .json(&json!({
+                "name": "test item",
+                "price_cents": 1999,
+                "stock": stock,
+                "per_user_limit": per_user_limit,
+                "starts_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// One buy attempt.
+    pub async fn buy(&self, sale_id: i64, token: &str, ip: &str, key: &str) -> Response {
+        self.authed(Method::POST, &format!("/api/v1/sales/{sale_id}/orders"), ip, token)
+            .header("idempotency-key", key)
+            .json(&json!({"quantity": 1}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sale(&self, sale_id: i64) -> Value {
+        let r = self
+            .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.255.255.253")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A distinct client IP for user number `n`.
+pub fn ip(n: usize) -> String {
+    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
+
+/// Asserts the JSON error shape and returns its code.
+pub async fn error_code(r: Response, status: StatusCode) -> String {
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().await.unwrap();
+    let err = &body["error"];
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(err["request_id"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    err["code"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,214 @@
+//! Guarantee 3 (no lost acceptance) against a real crash: the `flashsale` binary is rushed,
+//! killed with SIGKILL while it is still answering `202`s, and restarted on the same data
+//! directory. Every order id it answered `202` for must then exist exactly once, and the stock
+//! must add up: `remaining + sold == initial`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::Path,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::{ip, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
+use futures::{stream, StreamExt};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::Mutex,
+};
+
+const USERS: usize = 200;
+const STOCK: i64 = 100_000;
+
+/// Starts `flashsale dev` on an ephemeral port and returns it with its gateway address.
+async fn start(data_dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL)
+        .env("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "256")
+        .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
+        // Let every user buy many times: this test is about durability, not limits.
+        .env("FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC", "0")
+        .env("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP_PER_MIN", "0")
+        .env("FLASHSALE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("flashsale dev: gateway listening on http://") {
+                return addr.parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("flashsale exited before listening");
+    })
+    .await
+    .expect("flashsale did not start in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+async fn login(client: &Client, base: &str, email: &str, password: &str, ip: &str) -> String {
+    let r = client
+        .post(format!("{base}/api/v1/sessions"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_orders_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path()).await;
+    let base = format!("http://{addr}");
+    let client = Client::new();
+
+    let admin = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.0.1").await;
+    let now = chrono::Utc::now();
+    let sale: Value = client
+        .post(format!("{base}/api/v1/admin/sales"))
+        .header("x-forwarded-for", "10.255.0.1")
+        .bearer_auth(&admin)
+        .json(&json!({
+            "name": "crash test item", "price_cents": 100, "stock": STOCK, "per_user_limit": STOCK,
+            "starts_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale_id = sale["id"].as_i64().unwrap();
+
+    let tokens: Vec<(String, String)> = stream::iter(0..USERS)
+        .map(|n| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let email = format!("crash{n}@example.com");
+                let r = client
+                    .post(format!("{base}/api/v1/users"))
+                    .header("x-forwarded-for", ip(n))
+                    .json(&json!({"email": email, "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+                (ip(n), login(&client, &base, &email, PASSWORD, &ip(n)).await)
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+
+    // Rush until killed; record every order id answered 202.
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let killed = Arc::new(AtomicBool::new(false));
+    let buyers: Vec<_> = tokens
+        .into_iter()
+        .map(|(client_ip, token)| {
+            let (client, base, accepted, killed) = (client.clone(), base.clone(), Arc::clone(&accepted), Arc::clone(&killed));
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !killed.load(Ordering::Relaxed) {
+                    n += 1;
+                    let sent = client
+                        .post(format!("{base}/api/v1/sales/{sale_id}/orders"))
+                        .header("x-forwarded-for", &client_ip)
+                        .header("idempotency-key", format!("{client_ip}-{n}"))
+                        .bearer_auth(&token)
+                        .json(&json!({"quantity": 1}))
+                        .send()
+                        .await;
+                    let Ok(r) = sent else { continue };
+                    if r.status() == StatusCode::ACCEPTED {
+                        if let Ok(body) = r.json::<Value>().await {
+                            accepted.lock().await.insert(body["order_id"].as_str().unwrap().to_owned());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Kill while 202s are still flowing.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while accepted.lock().await.len() < 500 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the rush did not get going");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    killed.store(true, Ordering::Relaxed);
+    for b in buyers {
+        b.await.unwrap();
+    }
+    let accepted = accepted.lock().await.clone();
+    assert!(accepted.len() >= 500);
+
+    // Restart on the same data directory: the journal is replayed, stock rebuilt.
+    let (mut child, addr) = start(dir.path()).await;
+    let pool = flashsale_storage::connect(
+        &format!("sqlite://{}", dir.path().join("flashsale.db").display()),
+        flashsale_storage::Durability::Process,
+        1,
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue").fetch_one(&pool).await.unwrap();
+        if queued == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "journal not drained after restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, quantity FROM orders WHERE sale_id = ?")
+        .bind(sale_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let stored: HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(stored.len(), rows.len(), "an order id is stored twice");
+    let missing: Vec<&String> = accepted.difference(&stored).collect();
+    assert!(missing.is_empty(), "{} orders answered 202 were lost, e.g. {:?}", missing.len(), missing.first());
+    let sold: i64 = rows.iter().map(|(_, q)| q).sum();
+
+    let sale: Value = client
+        .get(format!("http://{addr}/api/v1/sales/{sale_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sale["remaining"].as_i64().unwrap() + sold, STOCK, "remaining + sold != initial");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
