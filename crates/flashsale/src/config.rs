@@ -13,6 +13,7 @@ use figment::{
 };
 use flashsale_auth::AuthConfig;
 use flashsale_gateway::GatewayConfig;
+use flashsale_inventory::InventoryConfig;
 use flashsale_order::OrderConfig;
 use serde::Deserialize;
 
@@ -101,6 +102,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Auth service settings.
     pub auth: AuthConfig,
+    /// Inventory service settings.
+    pub inventory: InventoryConfig,
     /// Order service settings.
     pub order: OrderConfig,
 }
@@ -121,6 +124,7 @@ impl Default for Config {
             services: ServiceAddrs::default(),
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
+            inventory: InventoryConfig::default(),
             order: OrderConfig::default(),
         }
     }

@@ -152,8 +152,15 @@ async fn build_auth(config: &Config, pool: SqlitePool, keys: TokenKeys) -> Resul
     Ok(service)
 }
 
-async fn build_inventory(pool: SqlitePool) -> Result<InventoryService, StartupError> {
-    Ok(InventoryService::open(Arc::new(SqlCatalog::new(pool)), Arc::new(MemoryStock::new())).await?)
+/// The inventory service and its reconciler.
+async fn build_inventory(
+    config: &Config,
+    pool: SqlitePool,
+    workers_shutdown: &CancellationToken,
+) -> Result<(InventoryService, JoinHandle<()>), StartupError> {
+    let service = InventoryService::open(Arc::new(SqlCatalog::new(pool)), Arc::new(MemoryStock::new())).await?;
+    let reconciler = service.spawn_reconciler(&config.inventory, workers_shutdown.clone());
+    Ok((service, reconciler))
 }
 
 fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
@@ -267,8 +274,9 @@ impl DevApp {
         let servers_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
         let auth = build_auth(&config, pool.clone(), keys.clone()).await?;
-        let inventory = build_inventory(pool.clone()).await?;
-        let (order, workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
+        let (inventory, reconciler) = build_inventory(&config, pool.clone(), &workers_shutdown).await?;
+        let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
+        workers.push(reconciler);
         let servers = vec![
             spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
             spawn_grpc(inv_l, inventory.into_server(), servers_shutdown.clone()),
@@ -343,7 +351,9 @@ pub async fn serve(service: Service, config: Config, metrics: PrometheusHandle, 
         Service::Inventory => {
             let pool = open_database(&config).await?;
             let listener = bind(&config.services.inventory).await?;
-            spawn_grpc(listener, build_inventory(pool).await?.into_server(), servers_shutdown)
+            let (inventory, reconciler) = build_inventory(&config, pool, &workers_shutdown).await?;
+            workers.push(reconciler);
+            spawn_grpc(listener, inventory.into_server(), servers_shutdown)
         }
         Service::Order => {
             let pool = open_database(&config).await?;

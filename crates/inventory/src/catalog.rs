@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use flashsale_storage::SqlitePool;
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::sale::{NewSale, Sale};
 
@@ -39,6 +40,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<Sale>, CatalogError>;
     /// Every reservation the orders and the queue journal hold.
     async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError>;
+    /// Which of these order ids the database knows (as an order or a queued request).
+    async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError>;
 }
 
 /// Sales in the SQL database.
@@ -125,5 +128,25 @@ impl Catalog for SqlCatalog {
                 released,
             })
             .collect())
+    }
+
+    async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError> {
+        let mut known = Vec::new();
+        for chunk in order_ids.chunks(500) {
+            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
+            let mut ids = qb.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            qb.push(") UNION SELECT order_id FROM order_queue WHERE order_id IN (");
+            let mut ids = qb.separated(", ");
+            for id in chunk {
+                ids.push_bind(id);
+            }
+            qb.push(")");
+            let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
+            known.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(known)
     }
 }

@@ -11,11 +11,15 @@
 //! * [`catalog`]: sales in the SQL database (the truth) and the rebuild of the stock counters
 //!   from the orders recorded there.
 //! * [`stock`]: the fast-path trait and its in-process implementation.
+//! * [`reconcile`]: gives back stock held by buys whose order never reached the queue.
 //! * [`service`]: the gRPC server.
 
 pub mod catalog;
+pub mod config;
+pub mod reconcile;
 pub mod sale;
 pub mod service;
 pub mod stock;
 
+pub use config::InventoryConfig;
 pub use service::InventoryService;

@@ -4,16 +4,18 @@
 //! decisions go to the [`StockStore`]. Creating a sale writes the database first, then starts
 //! tracking its stock, so a sale is never sold that the database does not know.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use flashsale_proto::inventory::{
     self as pb,
     inventory_server::{Inventory, InventoryServer},
 };
 use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    config::InventoryConfig,
     catalog::{Catalog, CatalogError},
     sale::{NewSale, Sale},
     stock::{ReserveOutcome, ReserveRequest, StockStore},
@@ -58,6 +60,17 @@ impl InventoryService {
             stock,
             sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),
         })
+    }
+
+    /// Starts the reconciler (see [`crate::reconcile`]) until `shutdown` is cancelled.
+    pub fn spawn_reconciler(&self, config: &InventoryConfig, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::reconcile::run(
+            Arc::clone(&self.catalog),
+            Arc::clone(&self.stock),
+            Duration::from_millis(config.reservation_grace_ms),
+            Duration::from_millis(config.reconcile_interval_ms.max(10)),
+            shutdown,
+        ))
     }
 
     /// The gRPC server for this service.

@@ -6,6 +6,12 @@
 //! order id. A reserve takes the order id's map entry first, then the sale's mutex, and decides
 //! under both: the check and the decrement cannot be separated, and the same order id cannot be
 //! reserved twice. Release takes the locks in the same order, so the two never deadlock.
+//!
+//! A reservation starts *unconfirmed*: the buy flow that made it may still fail before its
+//! order is queued (a timeout, a crash of the caller). The reconciler
+//! ([`crate::reconcile`]) later confirms each one whose order reached the database, and
+//! [`StockStore::void`]s the rest, giving their stock back; a retry of a voided order id then
+//! reserves afresh. Reservations rebuilt from the database start confirmed.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -72,6 +78,13 @@ pub trait StockStore: Send + Sync + 'static {
     fn release(&self, order: OrderKey) -> bool;
     /// Remaining stock of a sale, `None` when unknown.
     fn remaining(&self, sale_id: i64) -> Option<i64>;
+    /// Unconfirmed, unreleased reservations last touched at or before `before_ms`.
+    fn unconfirmed(&self, before_ms: i64) -> Vec<OrderKey>;
+    /// Marks reservations whose orders are known to the database as confirmed.
+    fn confirm(&self, orders: &[OrderKey]);
+    /// Drops an unconfirmed reservation last touched at or before `before_ms` and gives its
+    /// stock back; `false` when it was confirmed, released or touched since.
+    fn void(&self, order: OrderKey, before_ms: i64) -> bool;
 }
 
 #[derive(Debug)]
@@ -89,6 +102,10 @@ struct Held {
     user_id: i64,
     quantity: i64,
     released: bool,
+    /// Whether the order is known to be in the database.
+    confirmed: bool,
+    /// Last reserve (or retry) for this order id, Unix ms.
+    touched_at_ms: i64,
 }
 
 /// In-process stock: exact under any concurrency within one process.
@@ -130,6 +147,8 @@ impl StockStore for MemoryStock {
                     user_id: r.user_id,
                     quantity: r.quantity,
                     released: r.released,
+                    confirmed: true,
+                    touched_at_ms: 0,
                 },
             );
         }
@@ -147,11 +166,15 @@ impl StockStore for MemoryStock {
             };
         };
         match self.holds.entry(req.order) {
-            Entry::Occupied(held) => {
-                let held = held.get();
+            Entry::Occupied(mut held) => {
+                let held = held.get_mut();
                 let same = held.sale_id == req.sale_id
                     && held.user_id == req.user_id
                     && held.quantity == req.quantity;
+                if same {
+                    // A retry is about to queue the order again: restart its grace period.
+                    held.touched_at_ms = req.now_ms;
+                }
                 ReserveDecision {
                     outcome: if same {
                         ReserveOutcome::AlreadyReserved
@@ -181,6 +204,8 @@ impl StockStore for MemoryStock {
                         user_id: req.user_id,
                         quantity: req.quantity,
                         released: false,
+                        confirmed: false,
+                        touched_at_ms: req.now_ms,
                     });
                     ReserveOutcome::Reserved
                 };
@@ -216,6 +241,44 @@ impl StockStore for MemoryStock {
 
     fn remaining(&self, sale_id: i64) -> Option<i64> {
         self.sales.get(&sale_id).map(|s| s.lock().remaining)
+    }
+
+    fn unconfirmed(&self, before_ms: i64) -> Vec<OrderKey> {
+        self.holds
+            .iter()
+            .filter(|h| !h.confirmed && !h.released && h.touched_at_ms <= before_ms)
+            .map(|h| *h.key())
+            .collect()
+    }
+
+    fn confirm(&self, orders: &[OrderKey]) {
+        for order in orders {
+            if let Some(mut held) = self.holds.get_mut(order) {
+                held.confirmed = true;
+            }
+        }
+    }
+
+    fn void(&self, order: OrderKey, before_ms: i64) -> bool {
+        let Entry::Occupied(held) = self.holds.entry(order) else {
+            return false;
+        };
+        let h = *held.get();
+        if h.confirmed || h.released || h.touched_at_ms > before_ms {
+            return false;
+        }
+        if let Some(sale) = self.sales.get(&h.sale_id).map(|s| Arc::clone(s.value())) {
+            let mut s = sale.lock();
+            s.remaining += h.quantity;
+            if let Some(units) = s.held_by_user.get_mut(&h.user_id) {
+                *units -= h.quantity;
+                if *units <= 0 {
+                    s.held_by_user.remove(&h.user_id);
+                }
+            }
+        }
+        held.remove();
+        true
     }
 }
 
@@ -277,6 +340,40 @@ mod tests {
         assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::AlreadyReserved);
         assert_eq!(stock.remaining(1), Some(5));
         assert!(!stock.release(42));
+    }
+
+    #[test]
+    fn unconfirmed_reservations_can_be_voided_once_and_retried() {
+        let stock = MemoryStock::new();
+        stock.load(&sale(2, 2), &[]);
+        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(stock.reserve(req(2, 2, 1)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(stock.unconfirmed(149), Vec::<u128>::new());
+        let mut due = stock.unconfirmed(150);
+        due.sort_unstable();
+        assert_eq!(due, vec![1, 2]);
+        stock.confirm(&[2]);
+        assert_eq!(stock.unconfirmed(150), vec![1]);
+        // Touched after the cutoff: kept.
+        assert!(!stock.void(1, 149));
+        assert!(!stock.void(2, 150), "confirmed reservations are never voided");
+        assert!(stock.void(1, 150));
+        assert!(!stock.void(1, 150));
+        assert_eq!(stock.remaining(1), Some(1));
+        // A retry of the voided order id reserves afresh.
+        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(stock.remaining(1), Some(0));
+    }
+
+    #[test]
+    fn a_retry_restarts_the_grace_period() {
+        let stock = MemoryStock::new();
+        stock.load(&sale(2, 2), &[]);
+        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
+        let retry = ReserveRequest { now_ms: 190, ..req(1, 1, 1) };
+        assert_eq!(stock.reserve(retry).outcome, ReserveOutcome::AlreadyReserved);
+        assert!(!stock.void(1, 180));
+        assert!(stock.void(1, 190));
     }
 
     #[test]

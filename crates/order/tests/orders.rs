@@ -1,0 +1,197 @@
+//! The order service on the real embedded database: journal redelivery creates nothing twice,
+//! and racing transitions end each order in exactly one terminal state with its stock released
+//! exactly when it ends unpaid.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use flashsale_order::{
+    expiry,
+    model::{OrderRequest, OrderStatus},
+    queue::{JournalQueue, OrderQueue},
+    release::{ReleaseError, StockReleaser},
+    store::{OrderStore, SqlOrderStore},
+    OrderService,
+};
+use flashsale_proto::order::{orders_server::Orders, TransitionOutcome, TransitionRequest};
+use flashsale_storage::{connect, now_ms, Durability, SqlitePool};
+
+async fn pool(dir: &tempfile::TempDir) -> SqlitePool {
+    connect(&format!("sqlite://{}", dir.path().join("t.db").display()), Durability::Process, 4)
+        .await
+        .unwrap()
+}
+
+fn request(n: usize) -> OrderRequest {
+    OrderRequest {
+        order_id: uuid::Uuid::from_u128(n as u128 + 1).to_string(),
+        user_id: n as i64,
+        sale_id: 1,
+        quantity: 1,
+        price_cents: 100,
+        idempotency_key: format!("key-{n}"),
+        accepted_at_ms: now_ms(),
+    }
+}
+
+/// Counts releases per order id (stands in for the inventory service's release endpoint).
+#[derive(Default)]
+struct CountingReleaser(Mutex<HashMap<String, usize>>);
+
+#[async_trait]
+impl StockReleaser for CountingReleaser {
+    async fn release(&self, order_id: &str) -> Result<(), ReleaseError> {
+        *self.0.lock().unwrap().entry(order_id.to_owned()).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir).await;
+    let store = SqlOrderStore::new(pool.clone());
+    {
+        let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+        for n in 0..5 {
+            // Every request published twice, as a retrying gateway would.
+            queue.publish(request(n)).await.unwrap();
+            queue.publish(request(n)).await.unwrap();
+        }
+        let batch = queue.next_batch(100).await.unwrap();
+        assert!(!batch.is_empty());
+        // Written but never acknowledged: a crash between commit and ack.
+        store.insert_batch(&batch, 60_000).await.unwrap();
+    }
+    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let redelivered = queue.next_batch(100).await.unwrap();
+    assert_eq!(redelivered.len(), 5, "every unacknowledged request comes back once");
+    store.insert_batch(&redelivered, 60_000).await.unwrap();
+    let ids: Vec<String> = redelivered.iter().map(|r| r.order_id.clone()).collect();
+    queue.ack(&ids).await.unwrap();
+    let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders").fetch_one(&pool).await.unwrap();
+    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue").fetch_one(&pool).await.unwrap();
+    assert_eq!((orders, queued), (5, 0));
+    // Same user and idempotency key under another order id: still one order.
+    let mut clash = request(0);
+    clash.order_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(store.insert_batch(&[clash], 60_000).await.unwrap(), 0);
+}
+
+const RACES: usize = 300;
+
+async fn created_orders(pool: &SqlitePool, payment_timeout_ms: i64) -> (Arc<SqlOrderStore>, Vec<OrderRequest>) {
+    let store = Arc::new(SqlOrderStore::new(pool.clone()));
+    let requests: Vec<OrderRequest> = (0..RACES).map(request).collect();
+    for chunk in requests.chunks(100) {
+        store.insert_batch(chunk, payment_timeout_ms).await.unwrap();
+    }
+    (store, requests)
+}
+
+fn transition(order: &OrderRequest) -> tonic::Request<TransitionRequest> {
+    tonic::Request::new(TransitionRequest {
+        order_id: order.order_id.clone(),
+        user_id: order.user_id,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_and_cancel_race_to_exactly_one_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir).await;
+    let (store, requests) = created_orders(&pool, 600_000).await;
+    let releaser = Arc::new(CountingReleaser::default());
+    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let service = OrderService::new(queue, store.clone(), releaser.clone());
+
+    let tasks: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            let (s1, s2, r1, r2) = (service.clone(), service.clone(), transition(r), transition(r));
+            tokio::spawn(async move {
+                let (pay, cancel) = tokio::join!(s1.pay(r1), s2.cancel(r2));
+                (pay.unwrap().into_inner().outcome(), cancel.unwrap().into_inner().outcome())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let released_after = releaser.0.lock().unwrap().clone();
+    for (r, (pay, cancel)) in requests.iter().zip(outcomes) {
+        let order = store.get(&r.order_id).await.unwrap().unwrap();
+        let releases = released_after.get(&r.order_id).copied().unwrap_or(0);
+        match order.status {
+            OrderStatus::Paid => {
+                assert_eq!((pay, cancel), (TransitionOutcome::Done, TransitionOutcome::Illegal));
+                assert_eq!(releases, 0, "a paid order's stock was released");
+            }
+            OrderStatus::Cancelled => {
+                assert_eq!((pay, cancel), (TransitionOutcome::Illegal, TransitionOutcome::Done));
+                assert_eq!(releases, 1, "a cancelled order's stock released {releases} times");
+            }
+            other => panic!("order ended {other:?}"),
+        }
+        assert_eq!(order.version, 1, "exactly one transition happened");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_and_expiry_race_to_exactly_one_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir).await;
+    // Orders expire 30 ms after acceptance; payments and the sweeper race around that instant.
+    let (store, requests) = created_orders(&pool, 30).await;
+    let releaser = Arc::new(CountingReleaser::default());
+    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let service = OrderService::new(queue, store.clone(), releaser.clone());
+
+    let sweeper = {
+        let (store, releaser) = (store.clone(), releaser.clone());
+        tokio::spawn(async move {
+            let mut expired = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while tokio::time::Instant::now() < deadline {
+                expired += expiry::sweep(&*store, &*releaser, now_ms()).await.unwrap();
+            }
+            expired
+        })
+    };
+    let tasks: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            let (service, req) = (service.clone(), transition(r));
+            tokio::spawn(async move { service.pay(req).await.unwrap().into_inner().outcome() })
+        })
+        .collect();
+    let mut pays = Vec::new();
+    for t in tasks {
+        pays.push(t.await.unwrap());
+    }
+    sweeper.await.unwrap();
+    // One last sweep settles releases still owed.
+    expiry::sweep(&*store, &*releaser, now_ms()).await.unwrap();
+    let released = releaser.0.lock().unwrap().clone();
+    for (r, pay) in requests.iter().zip(pays) {
+        let order = store.get(&r.order_id).await.unwrap().unwrap();
+        let releases = released.get(&r.order_id).copied().unwrap_or(0);
+        match order.status {
+            OrderStatus::Paid => {
+                assert_eq!(pay, TransitionOutcome::Done);
+                assert_eq!(releases, 0);
+            }
+            OrderStatus::Expired => {
+                assert_eq!(pay, TransitionOutcome::Illegal, "a refused payment must not be reported paid");
+                assert_eq!(releases, 1, "an expired order's stock released {releases} times");
+            }
+            other => panic!("order ended {other:?}"),
+        }
+    }
+}
