@@ -19,7 +19,10 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await?;
         }
         Command::Serve(serve) => {
-            flashsale::startup::serve(serve.service, config, metrics, shutdown).await?;
+            let app = flashsale::startup::ServiceApp::build(serve.service, config, metrics).await?;
+            // Tests and scripts read this line to find the service.
+            println!("flashsale serve {:?}: listening on {}", serve.service, app.addr());
+            app.run_until_stopped(shutdown).await?;
         }
     }
     Ok(())

@@ -324,51 +324,118 @@ impl DevApp {
     }
 }
 
-/// Runs one service as its own process until `shutdown` is cancelled.
-pub async fn serve(service: Service, config: Config, metrics: PrometheusHandle, shutdown: CancellationToken) -> Result<(), StartupError> {
-    let servers_shutdown = shutdown.clone();
-    let workers_shutdown = CancellationToken::new();
-    let mut workers = Vec::new();
-    let server = match service {
-        Service::Gateway => {
-            let keys = token_keys(&config, false).await?;
-            let s = &config.services;
-            let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)
-                .map_err(|e| StartupError::Config(e.to_string()))?;
-            let listener = bind(&config.http_addr.to_string()).await?;
-            tracing::info!(addr = %local_addr(&listener)?, "gateway listening");
-            let state = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
-            return flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
-                .await
-                .map_err(io("gateway failed"));
-        }
-        Service::Auth => {
-            let pool = open_database(&config).await?;
-            let keys = token_keys(&config, false).await?;
-            let listener = bind(&config.services.auth).await?;
-            spawn_grpc(listener, build_auth(&config, pool, keys).await?.into_server(), servers_shutdown)
-        }
-        Service::Inventory => {
-            let pool = open_database(&config).await?;
-            let listener = bind(&config.services.inventory).await?;
-            let (inventory, reconciler) = build_inventory(&config, pool, &workers_shutdown).await?;
-            workers.push(reconciler);
-            spawn_grpc(listener, inventory.into_server(), servers_shutdown)
-        }
-        Service::Order => {
-            let pool = open_database(&config).await?;
-            let listener = bind(&config.services.order).await?;
-            let (order, w) = build_order(&config, pool, &config.services.inventory, &workers_shutdown).await?;
-            workers = w;
-            spawn_grpc(listener, order.into_server(), servers_shutdown)
-        }
-    };
-    tracing::info!(?service, "serving");
-    match server.await {
-        Ok(result) => result?,
-        Err(e) => tracing::error!(error = %e, "server task failed"),
-    }
-    workers_shutdown.cancel();
-    join_all("order workers", workers).await;
-    Ok(())
+/// One service running as its own process (`flashsale serve <service>`).
+pub struct ServiceApp {
+    service: Service,
+    addr: SocketAddr,
+    running: Running,
 }
+
+enum Running {
+    Gateway {
+        listener: TcpListener,
+        state: AppState,
+    },
+    Grpc {
+        server: JoinHandle<Result<(), tonic::transport::Error>>,
+        server_shutdown: CancellationToken,
+        workers: Vec<JoinHandle<()>>,
+        workers_shutdown: CancellationToken,
+    },
+}
+
+impl std::fmt::Debug for ServiceApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceApp")
+            .field("service", &self.service)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceApp {
+    /// Binds the service's address and builds it; a gRPC service starts serving at once, the
+    /// gateway in [`ServiceApp::run_until_stopped`].
+    pub async fn build(service: Service, config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+        let server_shutdown = CancellationToken::new();
+        let workers_shutdown = CancellationToken::new();
+        let (addr, server, workers) = match service {
+            Service::Gateway => {
+                let keys = token_keys(&config, false).await?;
+                let s = &config.services;
+                let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)
+                    .map_err(|e| StartupError::Config(e.to_string()))?;
+                let listener = bind(&config.http_addr.to_string()).await?;
+                let addr = local_addr(&listener)?;
+                let state = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
+                return Ok(Self {
+                    service,
+                    addr,
+                    running: Running::Gateway { listener, state },
+                });
+            }
+            Service::Auth => {
+                let pool = open_database(&config).await?;
+                let keys = token_keys(&config, false).await?;
+                let listener = bind(&config.services.auth).await?;
+                let addr = local_addr(&listener)?;
+                let auth = build_auth(&config, pool, keys).await?;
+                (addr, spawn_grpc(listener, auth.into_server(), server_shutdown.clone()), Vec::new())
+            }
+            Service::Inventory => {
+                let pool = open_database(&config).await?;
+                let listener = bind(&config.services.inventory).await?;
+                let addr = local_addr(&listener)?;
+                let (inventory, reconciler) = build_inventory(&config, pool, &workers_shutdown).await?;
+                (addr, spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()), vec![reconciler])
+            }
+            Service::Order => {
+                let pool = open_database(&config).await?;
+                let listener = bind(&config.services.order).await?;
+                let addr = local_addr(&listener)?;
+                let (order, workers) = build_order(&config, pool, &config.services.inventory, &workers_shutdown).await?;
+                (addr, spawn_grpc(listener, order.into_server(), server_shutdown.clone()), workers)
+            }
+        };
+        tracing::info!(?service, %addr, "serving");
+        Ok(Self {
+            service,
+            addr,
+            running: Running::Grpc {
+                server,
+                server_shutdown,
+                workers,
+                workers_shutdown,
+            },
+        })
+    }
+
+    /// The address the service listens on (the real port when configured with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains (server first, then workers).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        match self.running {
+            Running::Gateway { listener, state } => flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
+                .await
+                .map_err(io("gateway failed")),
+            Running::Grpc {
+                server,
+                server_shutdown,
+                workers,
+                workers_shutdown,
+            } => {
+                shutdown.cancelled().await;
+                server_shutdown.cancel();
+                join_all("grpc server", vec![server]).await;
+                workers_shutdown.cancel();
+                join_all("background workers", workers).await;
+                tracing::info!(service = ?self.service, "stopped");
+                Ok(())
+            }
+        }
+    }
+}
+

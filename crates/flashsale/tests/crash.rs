@@ -10,7 +10,6 @@ use std::{
     collections::HashSet,
     net::SocketAddr,
     path::Path,
-    process::Stdio,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -18,52 +17,30 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
+use common::{ip, spawn_binary, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
 use futures::{stream, StreamExt};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::Mutex,
-};
+use tokio::{process::Child, sync::Mutex};
 
 const USERS: usize = 200;
 const STOCK: i64 = 100_000;
 
 /// Starts `flashsale dev` on an ephemeral port and returns it with its gateway address.
 async fn start(data_dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL)
-        .env("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "256")
-        .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
-        // Let every user buy many times: this test is about durability, not limits.
-        .env("FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC", "0")
-        .env("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP_PER_MIN", "0")
-        .env("FLASHSALE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(addr) = line.strip_prefix("flashsale dev: gateway listening on http://") {
-                return addr.parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("flashsale exited before listening");
-    })
+    let data_dir = data_dir.display().to_string();
+    spawn_binary(
+        &["dev", "--http", "127.0.0.1:0", "--data-dir", &data_dir],
+        &[
+            ("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()),
+            ("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
+            // Let every user buy many times: this test is about durability, not limits.
+            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC", "0".into()),
+            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP_PER_MIN", "0".into()),
+        ],
+        "flashsale dev: gateway listening on ",
+    )
     .await
-    .expect("flashsale did not start in time");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 async fn login(client: &Client, base: &str, email: &str, password: &str, ip: &str) -> String {

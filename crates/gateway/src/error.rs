@@ -51,6 +51,8 @@ pub struct ErrorDetail {
     pub message: String,
     /// Id of the request, also in the `x-request-id` header and the server logs.
     pub request_id: String,
+    /// W3C trace id of the request, also in the server logs of every service it reached.
+    pub trace_id: String,
 }
 
 impl ApiError {

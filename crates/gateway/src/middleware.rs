@@ -4,7 +4,8 @@
 //!   logs and every gRPC call share one trace id.
 //! * [`budget`]: the request's time budget; a handler still running when it is spent is
 //!   dropped and the client gets `504` at once.
-//! * [`render_errors`]: every error response gets the JSON error body with the request id.
+//! * [`render_errors`]: every error response gets the JSON error body with the request id and
+//!   trace id.
 //! * [`record_metrics`]: request counts and latency per route.
 //! * [`panic_response`]: a panicking handler becomes a `500`; the process stays up.
 
@@ -60,6 +61,13 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
+    let trace_id = request
+        .headers()
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map(|t| t.trace_id_hex())
+        .unwrap_or_default();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -75,6 +83,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             code: fields.code.to_owned(),
             message: fields.message,
             request_id,
+            trace_id,
         },
     })
     .into_response();

@@ -26,11 +26,13 @@ pub struct TestApp {
 
 /// A test configuration: cheap password hashing, ephemeral port, the given data directory.
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.to_path_buf();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_email = Some(ADMIN_EMAIL.into());
-    config.admin_password = Some(ADMIN_PASSWORD.into());
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_email: Some(ADMIN_EMAIL.into()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        ..Config::default()
+    };
     // Tests hash thousands of passwords; the production cost is checked in flashsale-auth.
     config.auth.argon2 = HashParams {
         memory_kib: 256,
@@ -125,7 +127,8 @@ impl TestApp {
     }
 
     pub async fn admin(&self) -> String {
-        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.255.254").await
+        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.255.254")
+            .await
     }
 
     /// Creates an open sale (started a minute ago, ends in an hour); returns its id.
@@ -133,7 +136,12 @@ impl TestApp {
         let admin = self.admin().await;
         let now = chrono::Utc::now();
         let r = self
-            .authed(Method::POST, "/api/v1/admin/sales", "10.255.255.254", &admin)
+            .authed(
+                Method::POST,
+                "/api/v1/admin/sales",
+                "10.255.255.254",
+                &admin,
+            )
             .json(&json!({
                 "name": "test item",
                 "price_cents": 1999,
@@ -151,17 +159,26 @@ impl TestApp {
 
     /// One buy attempt.
     pub async fn buy(&self, sale_id: i64, token: &str, ip: &str, key: &str) -> Response {
-        self.authed(Method::POST, &format!("/api/v1/sales/{sale_id}/orders"), ip, token)
-            .header("idempotency-key", key)
-            .json(&json!({"quantity": 1}))
-            .send()
-            .await
-            .unwrap()
+        self.authed(
+            Method::POST,
+            &format!("/api/v1/sales/{sale_id}/orders"),
+            ip,
+            token,
+        )
+        .header("idempotency-key", key)
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap()
     }
 
     pub async fn sale(&self, sale_id: i64) -> Value {
         let r = self
-            .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.255.255.253")
+            .req(
+                Method::GET,
+                &format!("/api/v1/sales/{sale_id}"),
+                "10.255.255.253",
+            )
             .send()
             .await
             .unwrap();
@@ -186,7 +203,46 @@ pub async fn error_code(r: Response, status: StatusCode) -> String {
     assert_eq!(r.status(), status);
     let body: Value = r.json().await.unwrap();
     let err = &body["error"];
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    assert!(err["request_id"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        err["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     err["code"].as_str().unwrap().to_owned()
+}
+
+/// Starts the real `flashsale` binary with `args` and `env`, and waits for the line
+/// `<ready_prefix><address>` on its stdout. Its stdout keeps being drained afterwards.
+pub async fn spawn_binary(args: &[&str], env: &[(&str, String)], ready_prefix: &str) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"));
+    command
+        .args(args)
+        .env("FLASHSALE_LOG", "warn")
+        .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "256")
+        .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let prefix = ready_prefix.to_owned();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix(&prefix) {
+                return addr.trim_start_matches("http://").parse::<SocketAddr>().unwrap();
+            }
+        }
+        panic!("flashsale {args:?} exited before it was ready");
+    })
+    .await
+    .expect("flashsale did not start in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
 }
