@@ -40,10 +40,16 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, empty_
             "expected Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
+    let value = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(format!("invalid request body: {e}")),
         _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
-    })
+    })?;
+    // serde fills a struct from a JSON array by position (`[1]` would read as `{"quantity": 1}`);
+    // every body of this API is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    Ok(value)
 }
 
 fn body_error(rejection: BytesRejection) -> ApiError {

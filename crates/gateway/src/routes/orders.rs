@@ -66,7 +66,7 @@ pub async fn buy(
 ) -> Result<(StatusCode, Json<BuyAccepted>), ApiError> {
     let quantity = body.quantity;
     if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(ApiError::invalid("quantity must be at least 1"));
+        return Err(ApiError::invalid(format!("quantity must be between 1 and {MAX_QUANTITY}")));
     }
     state.limits.check_buy(user.client.ip, user.user_id, sale_id)?;
     let order_id = order_id_for(user.user_id, &key);
