@@ -85,7 +85,11 @@ impl PasswordHasherPool {
 
     /// Verifies a password against a stored hash on the blocking pool; with `None` (unknown
     /// user) it verifies against a dummy hash and answers `false`, taking the same time.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, PasswordError> {
         let argon = self.argon.clone();
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
@@ -126,8 +130,14 @@ mod tests {
         let hasher = cheap();
         let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
-        assert!(!hasher.verify("wrong horse".into(), Some(hash)).await.unwrap());
+        assert!(hasher
+            .verify("correct horse".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify("wrong horse".into(), Some(hash))
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

@@ -130,7 +130,10 @@ fn role_to_pb(role: Role) -> pb::Role {
 
 #[tonic::async_trait]
 impl Auth for AuthService {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterReply>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterReply>, Status> {
         let req = request.into_inner();
         let email = normalize_email(&req.email).map_err(Status::invalid_argument)?;
         check_password(&req.password).map_err(Status::invalid_argument)?;
@@ -146,7 +149,10 @@ impl Auth for AuthService {
         }))
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginReply>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginReply>, Status> {
         let req = request.into_inner();
         // A malformed email cannot belong to anyone: same answer as a wrong password.
         let user = match normalize_email(&req.email) {
@@ -187,7 +193,10 @@ impl Auth for AuthService {
         }))
     }
 
-    async fn get_session(&self, request: Request<pb::GetSessionRequest>) -> Result<Response<pb::GetSessionReply>, Status> {
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionReply>, Status> {
         let jti = request.into_inner().jti;
         let session = self.sessions.get(&jti).await.map_err(internal)?;
         Ok(Response::new(pb::GetSessionReply {
@@ -202,7 +211,10 @@ impl Auth for AuthService {
         }))
     }
 
-    async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Result<Response<pb::RevokeReply>, Status> {
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
         let revoked = self
             .sessions
             .revoke(&request.into_inner().jti)
@@ -218,8 +230,18 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ann@Example.COM ").unwrap(), "ann@example.com");
-        for bad in ["", "ann", "@example.com", "ann@", "a b@example.com", "a@b@c"] {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -73,7 +73,12 @@ pub struct StoreError(#[from] sqlx::Error);
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
     /// Creates a user; `Ok(None)` when the email is taken.
-    async fn create(&self, email: &str, password_hash: &str, role: Role) -> Result<Option<i64>, StoreError>;
+    async fn create(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<Option<i64>, StoreError>;
     /// Finds a user by (normalised) email.
     async fn find_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Sets a user's role and password hash (admin bootstrap).
@@ -106,7 +111,12 @@ impl SqlUserStore {
 
 #[async_trait]
 impl UserStore for SqlUserStore {
-    async fn create(&self, email: &str, password_hash: &str, role: Role) -> Result<Option<i64>, StoreError> {
+    async fn create(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<Option<i64>, StoreError> {
         let row: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO users (email, password_hash, role, created_at_ms) VALUES (?, ?, ?, ?)
              ON CONFLICT (email) DO NOTHING RETURNING id",
@@ -161,7 +171,12 @@ impl std::fmt::Debug for MemorySessionStore {
 struct UntilExpiry;
 
 impl Expiry<String, Session> for UntilExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Session, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Session,
+        _now: Instant,
+    ) -> Option<Duration> {
         let left = value.expires_at_ms - flashsale_storage::now_ms();
         Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
     }

@@ -83,7 +83,13 @@ impl TokenKeys {
     }
 
     /// Signs a token for `user_id` and session `jti`, valid from `now` for `ttl_secs`.
-    pub fn issue(&self, user_id: i64, jti: &str, now: i64, ttl_secs: i64) -> Result<String, TokenError> {
+    pub fn issue(
+        &self,
+        user_id: i64,
+        jti: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> Result<String, TokenError> {
         let claims = Claims {
             sub: user_id.to_string(),
             jti: jti.to_owned(),
@@ -138,7 +144,12 @@ mod tests {
 
     #[test]
     fn refuses_forged_expired_early_and_foreign_tokens() {
-        let other = TokenKeys::new("k1", b"another secret of at least 32 bytes!", "flashsale", "flashsale-api");
+        let other = TokenKeys::new(
+            "k1",
+            b"another secret of at least 32 bytes!",
+            "flashsale",
+            "flashsale-api",
+        );
         let forged = other.issue(7, "s", now(), 900).unwrap();
         assert_eq!(keys().verify(&forged), Err(TokenError::Invalid));
 
@@ -148,10 +159,14 @@ mod tests {
         let early = keys().issue(7, "s", now() + 600, 900).unwrap();
         assert_eq!(keys().verify(&early), Err(TokenError::Invalid));
 
-        let wrong_aud = TokenKeys::new("k1", SECRET, "flashsale", "someone-else").issue(7, "s", now(), 900).unwrap();
+        let wrong_aud = TokenKeys::new("k1", SECRET, "flashsale", "someone-else")
+            .issue(7, "s", now(), 900)
+            .unwrap();
         assert_eq!(keys().verify(&wrong_aud), Err(TokenError::Invalid));
 
-        let wrong_kid = TokenKeys::new("k2", SECRET, "flashsale", "flashsale-api").issue(7, "s", now(), 900).unwrap();
+        let wrong_kid = TokenKeys::new("k2", SECRET, "flashsale", "flashsale-api")
+            .issue(7, "s", now(), 900)
+            .unwrap();
         assert_eq!(keys().verify(&wrong_kid), Err(TokenError::UnknownKey));
     }
 
@@ -162,7 +177,11 @@ mod tests {
         let payload = token.split('.').nth(1).unwrap();
         // {"alg":"none","typ":"JWT","kid":"k1"} base64url without padding.
         let mut none = String::new();
-        write!(none, "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiazEifQ.{payload}.").unwrap();
+        write!(
+            none,
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiazEifQ.{payload}."
+        )
+        .unwrap();
         assert_eq!(keys().verify(&none), Err(TokenError::Invalid));
     }
 }

@@ -152,7 +152,10 @@ pub const DEV_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
     if let Command::Dev(_) = cli.command {
-        figment = figment.merge(Serialized::default("gateway.trusted_proxies", DEV_TRUSTED_PROXIES));
+        figment = figment.merge(Serialized::default(
+            "gateway.trusted_proxies",
+            DEV_TRUSTED_PROXIES,
+        ));
     }
     if let Some(path) = &cli.config {
         figment = figment.merge(Toml::file_exact(path));

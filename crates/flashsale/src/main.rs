@@ -15,13 +15,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(_) => {
             let app = flashsale::startup::DevApp::build(config, metrics).await?;
             // Tests and scripts read this line to find the gateway.
-            println!("flashsale dev: gateway listening on http://{}", app.http_addr());
+            println!(
+                "flashsale dev: gateway listening on http://{}",
+                app.http_addr()
+            );
             app.run_until_stopped(shutdown).await?;
         }
         Command::Serve(serve) => {
             let app = flashsale::startup::ServiceApp::build(serve.service, config, metrics).await?;
             // Tests and scripts read this line to find the service.
-            println!("flashsale serve {:?}: listening on {}", serve.service, app.addr());
+            println!(
+                "flashsale serve {:?}: listening on {}",
+                serve.service,
+                app.addr()
+            );
             app.run_until_stopped(shutdown).await?;
         }
     }

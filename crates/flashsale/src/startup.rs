@@ -76,11 +76,15 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartupError
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr).await.map_err(io(format!("cannot listen on {addr}")))
+    TcpListener::bind(addr)
+        .await
+        .map_err(io(format!("cannot listen on {addr}")))
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {
-    listener.local_addr().map_err(io("cannot read the bound address"))
+    listener
+        .local_addr()
+        .map_err(io("cannot read the bound address"))
 }
 
 async fn open_database(config: &Config) -> Result<SqlitePool, StartupError> {
@@ -110,7 +114,9 @@ async fn token_keys(config: &Config, dev: bool) -> Result<TokenKeys, StartupErro
         }
     };
     if secret.len() < 32 {
-        return Err(StartupError::Config("jwt_secret must be at least 32 bytes".into()));
+        return Err(StartupError::Config(
+            "jwt_secret must be at least 32 bytes".into(),
+        ));
     }
     Ok(TokenKeys::new(
         &config.jwt_kid,
@@ -138,7 +144,11 @@ async fn dev_secret(data_dir: &Path) -> Result<String, StartupError> {
     }
 }
 
-async fn build_auth(config: &Config, pool: SqlitePool, keys: TokenKeys) -> Result<AuthService, StartupError> {
+async fn build_auth(
+    config: &Config,
+    pool: SqlitePool,
+    keys: TokenKeys,
+) -> Result<AuthService, StartupError> {
     let service = AuthService::new(
         &config.auth,
         Arc::new(SqlUserStore::new(pool)),
@@ -158,13 +168,21 @@ async fn build_inventory(
     pool: SqlitePool,
     workers_shutdown: &CancellationToken,
 ) -> Result<(InventoryService, JoinHandle<()>), StartupError> {
-    let service = InventoryService::open(Arc::new(SqlCatalog::new(pool)), Arc::new(MemoryStock::new())).await?;
+    let service = InventoryService::open(
+        Arc::new(SqlCatalog::new(pool)),
+        Arc::new(MemoryStock::new()),
+    )
+    .await?;
     let reconciler = service.spawn_reconciler(&config.inventory, workers_shutdown.clone());
     Ok((service, reconciler))
 }
 
 fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
     let channel = Channel::from_shared(uri)
         .map_err(|e| StartupError::Config(format!("inventory address {addr:?}: {e}")))?
         .connect_lazy();
@@ -178,10 +196,12 @@ async fn build_order(
     inventory_addr: &str,
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
-    let queue: Arc<dyn OrderQueue> = JournalQueue::open(pool.clone(), config.order.journal_batch_max).await?;
+    let queue: Arc<dyn OrderQueue> =
+        JournalQueue::open(pool.clone(), config.order.journal_batch_max).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(pool));
     let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
-    let timeout_ms = i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let timeout_ms =
+        i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let workers = vec![
         tokio::spawn(flashsale_order::consumer::run(
             Arc::clone(&queue),
@@ -201,7 +221,11 @@ async fn build_order(
 }
 
 /// Serves one gRPC service on `listener` until `shutdown` is cancelled.
-fn spawn_grpc<S>(listener: TcpListener, service: S, shutdown: CancellationToken) -> JoinHandle<Result<(), tonic::transport::Error>>
+fn spawn_grpc<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), tonic::transport::Error>>
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -267,14 +291,23 @@ impl DevApp {
         let keys = token_keys(&config, true).await?;
         let http = bind(&config.http_addr.to_string()).await?;
         let http_addr = local_addr(&http)?;
-        let (auth_l, inv_l, order_l) = (bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?);
-        let grpc_addrs = [local_addr(&auth_l)?, local_addr(&inv_l)?, local_addr(&order_l)?];
+        let (auth_l, inv_l, order_l) = (
+            bind("127.0.0.1:0").await?,
+            bind("127.0.0.1:0").await?,
+            bind("127.0.0.1:0").await?,
+        );
+        let grpc_addrs = [
+            local_addr(&auth_l)?,
+            local_addr(&inv_l)?,
+            local_addr(&order_l)?,
+        ];
         let [auth_addr, inv_addr, order_addr] = grpc_addrs.map(|a| a.to_string());
 
         let servers_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
         let auth = build_auth(&config, pool.clone(), keys.clone()).await?;
-        let (inventory, reconciler) = build_inventory(&config, pool.clone(), &workers_shutdown).await?;
+        let (inventory, reconciler) =
+            build_inventory(&config, pool.clone(), &workers_shutdown).await?;
         let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
         workers.push(reconciler);
         let servers = vec![
@@ -356,7 +389,11 @@ impl std::fmt::Debug for ServiceApp {
 impl ServiceApp {
     /// Binds the service's address and builds it; a gRPC service starts serving at once, the
     /// gateway in [`ServiceApp::run_until_stopped`].
-    pub async fn build(service: Service, config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+    pub async fn build(
+        service: Service,
+        config: Config,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, StartupError> {
         let server_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
         let (addr, server, workers) = match service {
@@ -380,21 +417,36 @@ impl ServiceApp {
                 let listener = bind(&config.services.auth).await?;
                 let addr = local_addr(&listener)?;
                 let auth = build_auth(&config, pool, keys).await?;
-                (addr, spawn_grpc(listener, auth.into_server(), server_shutdown.clone()), Vec::new())
+                (
+                    addr,
+                    spawn_grpc(listener, auth.into_server(), server_shutdown.clone()),
+                    Vec::new(),
+                )
             }
             Service::Inventory => {
                 let pool = open_database(&config).await?;
                 let listener = bind(&config.services.inventory).await?;
                 let addr = local_addr(&listener)?;
-                let (inventory, reconciler) = build_inventory(&config, pool, &workers_shutdown).await?;
-                (addr, spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()), vec![reconciler])
+                let (inventory, reconciler) =
+                    build_inventory(&config, pool, &workers_shutdown).await?;
+                (
+                    addr,
+                    spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),
+                    vec![reconciler],
+                )
             }
             Service::Order => {
                 let pool = open_database(&config).await?;
                 let listener = bind(&config.services.order).await?;
                 let addr = local_addr(&listener)?;
-                let (order, workers) = build_order(&config, pool, &config.services.inventory, &workers_shutdown).await?;
-                (addr, spawn_grpc(listener, order.into_server(), server_shutdown.clone()), workers)
+                let (order, workers) =
+                    build_order(&config, pool, &config.services.inventory, &workers_shutdown)
+                        .await?;
+                (
+                    addr,
+                    spawn_grpc(listener, order.into_server(), server_shutdown.clone()),
+                    workers,
+                )
             }
         };
         tracing::info!(?service, %addr, "serving");
@@ -418,9 +470,11 @@ impl ServiceApp {
     /// Serves until `shutdown` is cancelled, then drains (server first, then workers).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         match self.running {
-            Running::Gateway { listener, state } => flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
-                .await
-                .map_err(io("gateway failed")),
+            Running::Gateway { listener, state } => {
+                flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
+                    .await
+                    .map_err(io("gateway failed"))
+            }
             Running::Grpc {
                 server,
                 server_shutdown,
@@ -438,4 +492,3 @@ impl ServiceApp {
         }
     }
 }
-

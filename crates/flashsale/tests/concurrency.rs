@@ -85,19 +85,37 @@ async fn rush_sells_exactly_the_stock_once_per_user() {
     for a in &all {
         for (status, order) in &a.results {
             assert!(
-                [StatusCode::ACCEPTED, StatusCode::CONFLICT, StatusCode::TOO_MANY_REQUESTS].contains(status),
+                [
+                    StatusCode::ACCEPTED,
+                    StatusCode::CONFLICT,
+                    StatusCode::TOO_MANY_REQUESTS
+                ]
+                .contains(status),
                 "user {} got {status}",
                 a.user
             );
             if let Some(order) = order {
-                orders_by_user.entry(a.user).or_default().insert(order.clone());
+                orders_by_user
+                    .entry(a.user)
+                    .or_default()
+                    .insert(order.clone());
             }
         }
         // Same key → same order: a retry of an accepted buy is accepted with the same id.
         if let (StatusCode::ACCEPTED, Some(first)) = &a.results[0] {
-            assert_eq!(a.results[1].1.as_ref(), Some(first), "user {}: retry changed the order", a.user);
+            assert_eq!(
+                a.results[1].1.as_ref(),
+                Some(first),
+                "user {}: retry changed the order",
+                a.user
+            );
             // A new key cannot buy past the per-user limit of 1.
-            assert_ne!(a.results[2].0, StatusCode::ACCEPTED, "user {} bought twice", a.user);
+            assert_ne!(
+                a.results[2].0,
+                StatusCode::ACCEPTED,
+                "user {} bought twice",
+                a.user
+            );
         }
     }
     // One order per user, exactly the stock in total.
@@ -108,7 +126,10 @@ async fn rush_sells_exactly_the_stock_once_per_user() {
 
     // Every accepted order is persisted exactly once (checked in the database itself).
     let pool = flashsale_storage::connect(
-        &format!("sqlite://{}", app.data_dir.path().join("flashsale.db").display()),
+        &format!(
+            "sqlite://{}",
+            app.data_dir.path().join("flashsale.db").display()
+        ),
         flashsale_storage::Durability::Process,
         1,
     )
@@ -116,11 +137,12 @@ async fn rush_sells_exactly_the_stock_once_per_user() {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let stored: Vec<(String, i64)> = loop {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, user_id FROM orders WHERE sale_id = ?")
-            .bind(sale)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, user_id FROM orders WHERE sale_id = ?")
+                .bind(sale)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         if rows.len() >= accepted.len() || tokio::time::Instant::now() > deadline {
             break rows;
         }
@@ -130,5 +152,9 @@ async fn rush_sells_exactly_the_stock_once_per_user() {
     let stored_users: HashSet<i64> = stored.iter().map(|(_, u)| *u).collect();
     assert_eq!(stored.len(), STOCK as usize);
     assert_eq!(stored_ids, accepted);
-    assert_eq!(stored_users.len(), STOCK as usize, "a user holds two orders");
+    assert_eq!(
+        stored_users.len(),
+        STOCK as usize,
+        "a user holds two orders"
+    );
 }

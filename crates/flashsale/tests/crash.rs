@@ -35,7 +35,10 @@ async fn start(data_dir: &Path) -> (Child, SocketAddr) {
             ("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()),
             ("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
             // Let every user buy many times: this test is about durability, not limits.
-            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC", "0".into()),
+            (
+                "FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC",
+                "0".into(),
+            ),
             ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP_PER_MIN", "0".into()),
         ],
         "flashsale dev: gateway listening on ",
@@ -52,7 +55,10 @@ async fn login(client: &Client, base: &str, email: &str, password: &str, ip: &st
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+    r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,7 +113,12 @@ async fn accepted_orders_survive_sigkill() {
     let buyers: Vec<_> = tokens
         .into_iter()
         .map(|(client_ip, token)| {
-            let (client, base, accepted, killed) = (client.clone(), base.clone(), Arc::clone(&accepted), Arc::clone(&killed));
+            let (client, base, accepted, killed) = (
+                client.clone(),
+                base.clone(),
+                Arc::clone(&accepted),
+                Arc::clone(&killed),
+            );
             tokio::spawn(async move {
                 let mut n = 0;
                 while !killed.load(Ordering::Relaxed) {
@@ -123,7 +134,10 @@ async fn accepted_orders_survive_sigkill() {
                     let Ok(r) = sent else { continue };
                     if r.status() == StatusCode::ACCEPTED {
                         if let Ok(body) = r.json::<Value>().await {
-                            accepted.lock().await.insert(body["order_id"].as_str().unwrap().to_owned());
+                            accepted
+                                .lock()
+                                .await
+                                .insert(body["order_id"].as_str().unwrap().to_owned());
                         }
                     }
                 }
@@ -159,22 +173,34 @@ async fn accepted_orders_survive_sigkill() {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue").fetch_one(&pool).await.unwrap();
+        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
         if queued == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "journal not drained after restart");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "journal not drained after restart"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, quantity FROM orders WHERE sale_id = ?")
-        .bind(sale_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, quantity FROM orders WHERE sale_id = ?")
+            .bind(sale_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let stored: HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(stored.len(), rows.len(), "an order id is stored twice");
     let missing: Vec<&String> = accepted.difference(&stored).collect();
-    assert!(missing.is_empty(), "{} orders answered 202 were lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} orders answered 202 were lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     let sold: i64 = rows.iter().map(|(_, q)| q).sum();
 
     let sale: Value = client
@@ -185,7 +211,11 @@ async fn accepted_orders_survive_sigkill() {
         .json()
         .await
         .unwrap();
-    assert_eq!(sale["remaining"].as_i64().unwrap() + sold, STOCK, "remaining + sold != initial");
+    assert_eq!(
+        sale["remaining"].as_i64().unwrap() + sold,
+        STOCK,
+        "remaining + sold != initial"
+    );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }

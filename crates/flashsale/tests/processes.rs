@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 
 async fn sigterm_and_wait(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
@@ -84,7 +88,10 @@ async fn separate_processes_serve_a_sale_end_to_end() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);
-            r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+            r.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -122,8 +129,15 @@ async fn separate_processes_serve_a_sale_end_to_end() {
     };
     let r = buy("only-one").await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let order_id = r.json::<Value>().await.unwrap()["order_id"].as_str().unwrap().to_owned();
-    assert_eq!(buy("another").await.unwrap().status(), StatusCode::CONFLICT, "stock of 1 sold twice");
+    let order_id = r.json::<Value>().await.unwrap()["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        buy("another").await.unwrap().status(),
+        StatusCode::CONFLICT,
+        "stock of 1 sold twice"
+    );
 
     // The order service persists it, and the inventory shows the stock taken.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -140,10 +154,20 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         if order["status"] == "created" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "order never persisted: {order}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order never persisted: {order}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sale: Value = client.get(format!("{base}/sales/{sale_id}")).send().await.unwrap().json().await.unwrap();
+    let sale: Value = client
+        .get(format!("{base}/sales/{sale_id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(sale["remaining"], 0);
 
     for child in [gateway, order, inventory, auth] {

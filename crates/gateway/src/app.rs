@@ -64,7 +64,12 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state.
-    pub fn new(config: GatewayConfig, keys: TokenKeys, upstreams: Upstreams, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        config: GatewayConfig,
+        keys: TokenKeys,
+        upstreams: Upstreams,
+        metrics: PrometheusHandle,
+    ) -> Self {
         Self(Arc::new(Inner {
             sessions: SessionCache::new(Duration::from_millis(config.session_cache_ms)),
             limits: Limits::new(&config.limits),
@@ -109,7 +114,9 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(from_fn(ensure_trace))
-                .layer(TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span),
+                )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(from_fn(render_errors))
                 .layer(CatchPanicLayer::custom(panic_response))
@@ -138,7 +145,9 @@ pub async fn serve(
         })
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     pruner.abort();
     result
 }

@@ -55,12 +55,19 @@ impl SessionCache {
     }
 
     /// The session behind `jti`, from the cache or the auth service.
-    pub async fn get(&self, jti: &str, upstreams: &Upstreams, ctx: &CallContext) -> Result<Option<Arc<SessionInfo>>, ApiError> {
+    pub async fn get(
+        &self,
+        jti: &str,
+        upstreams: &Upstreams,
+        ctx: &CallContext,
+    ) -> Result<Option<Arc<SessionInfo>>, ApiError> {
         self.cache
             .try_get_with_by_ref(jti, async {
                 let mut client = upstreams.auth.clone();
                 let reply = ctx
-                    .run(client.get_session(ctx.request(GetSessionRequest { jti: jti.to_owned() })?))
+                    .run(client.get_session(ctx.request(GetSessionRequest {
+                        jti: jti.to_owned(),
+                    })?))
                     .await?;
                 Ok::<_, ApiError>(reply.session.map(|s| {
                     Arc::new(SessionInfo {
@@ -97,12 +104,18 @@ pub struct AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let claims = state
             .keys
@@ -120,7 +133,9 @@ impl FromRequestParts<AppState> for AuthUser {
             && (session.ip_hash != binding_hash(client.ip.to_string().as_bytes())
                 || session.user_agent_hash != binding_hash(client.user_agent.as_bytes()))
         {
-            return Err(ApiError::unauthorized("token presented from another client"));
+            return Err(ApiError::unauthorized(
+                "token presented from another client",
+            ));
         }
         Ok(Self {
             user_id: session.user_id,

@@ -94,20 +94,36 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down")
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; slow down",
+            )
         }
     }
     /// 503: a service behind the gateway failed or is unreachable.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable; retry")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "service temporarily unavailable; retry",
+        )
     }
     /// 504: the request budget is spent.
     pub fn timeout() -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took longer than its time budget")
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the request took longer than its time budget",
+        )
     }
     /// 500.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// Maps a failed gRPC call: deadline → 504, invalid argument → 422 with the service's
@@ -150,10 +166,17 @@ impl From<tonic::Status> for ApiError {
 pub fn fields_for_status(status: StatusCode) -> ErrorFields {
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this resource"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "method not allowed on this resource")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ("timeout", "the request took longer than its time budget"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "expected Content-Type: application/json"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            ("timeout", "the request took longer than its time budget")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
         s if s.is_server_error() => ("internal", "internal error"),
         _ => ("bad_request", "bad request"),
     };

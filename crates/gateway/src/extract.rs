@@ -21,9 +21,14 @@ use crate::{app::AppState, client_ip::client_ip, error::ApiError};
 pub struct ApiJson<T>(pub T);
 
 /// Parses a JSON body; an empty body parses as `{}` when `empty_as_object` is set.
-pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, empty_as_object: bool) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    empty_as_object: bool,
+) -> Result<T, ApiError> {
     if body.is_empty() && empty_as_object {
-        return serde_json::from_slice(b"{}").map_err(|e| ApiError::invalid(format!("invalid request body: {e}")));
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")));
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -41,7 +46,9 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, empty_
         ));
     }
     let value = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(format!("invalid request body: {e}")),
+        serde_json::error::Category::Data => {
+            ApiError::invalid(format!("invalid request body: {e}"))
+        }
         _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
     })?;
     // serde fills a struct from a JSON array by position (`[1]` would read as `{"quantity": 1}`);
@@ -54,16 +61,25 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes, empty_
 
 fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        )
     } else {
         ApiError::bad_request("bad_body", "could not read the request body")
     }
 }
 
 /// Reads the whole body, mapping failures (including the size limit) to API errors.
-pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
+pub async fn read_body<S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<(HeaderMap, Bytes), ApiError> {
     let headers = request.headers().clone();
-    let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(body_error)?;
     Ok((headers, bytes))
 }
 
@@ -87,7 +103,12 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e| ApiError::bad_request("bad_path", format!("invalid path parameter: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "bad_path",
+                    format!("invalid path parameter: {}", e.body_text()),
+                )
+            })
     }
 }
 
@@ -103,7 +124,10 @@ pub struct ClientInfo {
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -146,10 +170,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get("idempotency-key")
-            .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "the Idempotency-Key header is required"))?;
+        let value = parts.headers.get("idempotency-key").ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_idempotency_key",
+                "the Idempotency-Key header is required",
+            )
+        })?;
         let key = value
             .to_str()
             .ok()

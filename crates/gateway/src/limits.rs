@@ -42,7 +42,9 @@ impl Limits {
     /// Counts one buy attempt; `429` when either limit is exceeded.
     pub fn check_buy(&self, ip: IpAddr, user_id: i64, sale_id: i64) -> Result<(), ApiError> {
         if let Some(limiter) = &self.per_ip {
-            limiter.check_key(&ip).map_err(|not_until| self.refused(&not_until))?;
+            limiter
+                .check_key(&ip)
+                .map_err(|not_until| self.refused(&not_until))?;
         }
         if let Some(limiter) = &self.per_user_sale {
             limiter
@@ -52,9 +54,13 @@ impl Limits {
         Ok(())
     }
 
-    fn refused(&self, not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> ApiError {
+    fn refused(
+        &self,
+        not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> ApiError {
         let wait = not_until.wait_time_from(self.clock.now());
-        metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => "rate_limited").increment(1);
+        metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => "rate_limited")
+            .increment(1);
         ApiError::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
     }
 
@@ -80,7 +86,9 @@ mod tests {
             buy_per_ip_per_min: 0,
         });
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let passed = (0..100).filter(|_| limits.check_buy(ip, 1, 1).is_ok()).count();
+        let passed = (0..100)
+            .filter(|_| limits.check_buy(ip, 1, 1).is_ok())
+            .count();
         assert_eq!(passed, 3);
         // Another sale, another user: their own budgets.
         assert!(limits.check_buy(ip, 1, 2).is_ok());
@@ -97,7 +105,9 @@ mod tests {
             buy_per_ip_per_min: 10,
         });
         let ip: IpAddr = "10.0.0.2".parse().unwrap();
-        let passed = (0..50).filter(|u| limits.check_buy(ip, *u, 1).is_ok()).count();
+        let passed = (0..50)
+            .filter(|u| limits.check_buy(ip, *u, 1).is_ok())
+            .count();
         assert_eq!(passed, 10);
         assert!(limits.check_buy("10.0.0.3".parse().unwrap(), 1, 1).is_ok());
     }

@@ -62,8 +62,17 @@ struct PerEntry {
 }
 
 impl Expiry<i64, Option<Arc<SaleMeta>>> for PerEntry {
-    fn expire_after_create(&self, _: &i64, value: &Option<Arc<SaleMeta>>, _: Instant) -> Option<Duration> {
-        Some(if value.is_some() { KNOWN_SALE_TTL } else { self.missing })
+    fn expire_after_create(
+        &self,
+        _: &i64,
+        value: &Option<Arc<SaleMeta>>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            KNOWN_SALE_TTL
+        } else {
+            self.missing
+        })
     }
 }
 
@@ -93,11 +102,18 @@ impl SaleCache {
     }
 
     /// The sale, from the cache or the inventory service; `None` when it does not exist.
-    pub async fn get(&self, id: i64, upstreams: &Upstreams, ctx: &CallContext) -> Result<Option<Arc<SaleMeta>>, ApiError> {
+    pub async fn get(
+        &self,
+        id: i64,
+        upstreams: &Upstreams,
+        ctx: &CallContext,
+    ) -> Result<Option<Arc<SaleMeta>>, ApiError> {
         self.cache
             .try_get_with(id, async {
                 let mut client = upstreams.inventory.clone();
-                let reply = ctx.run(client.get_sale(ctx.request(GetSaleRequest { id })?)).await?;
+                let reply = ctx
+                    .run(client.get_sale(ctx.request(GetSaleRequest { id })?))
+                    .await?;
                 Ok::<_, ApiError>(reply.sale.as_ref().map(|s| Arc::new(SaleMeta::from_pb(s))))
             })
             .await

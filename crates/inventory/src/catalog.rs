@@ -120,20 +120,23 @@ impl Catalog for SqlCatalog {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(order_id, sale_id, user_id, quantity, released)| StoredReservation {
-                order_id,
-                sale_id,
-                user_id,
-                quantity,
-                released,
-            })
+            .map(
+                |(order_id, sale_id, user_id, quantity, released)| StoredReservation {
+                    order_id,
+                    sale_id,
+                    user_id,
+                    quantity,
+                    released,
+                },
+            )
             .collect())
     }
 
     async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError> {
         let mut known = Vec::new();
         for chunk in order_ids.chunks(500) {
-            let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
+            let mut qb: QueryBuilder<'_, Sqlite> =
+                QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
             let mut ids = qb.separated(", ");
             for id in chunk {
                 ids.push_bind(id);

@@ -40,7 +40,10 @@ pub async fn reconcile_once(
     if due.is_empty() {
         return Ok(ReconcileReport::default());
     }
-    let ids: Vec<String> = due.iter().map(|k| uuid::Uuid::from_u128(*k).to_string()).collect();
+    let ids: Vec<String> = due
+        .iter()
+        .map(|k| uuid::Uuid::from_u128(*k).to_string())
+        .collect();
     let known: HashSet<u128> = catalog
         .known_orders(&ids)
         .await?
@@ -50,9 +53,15 @@ pub async fn reconcile_once(
         .collect();
     let (found, orphans): (Vec<u128>, Vec<u128>) = due.into_iter().partition(|k| known.contains(k));
     stock.confirm(&found);
-    let voided = orphans.into_iter().filter(|k| stock.void(*k, cutoff)).count();
+    let voided = orphans
+        .into_iter()
+        .filter(|k| stock.void(*k, cutoff))
+        .count();
     if voided > 0 {
-        tracing::warn!(voided, "released stock held by buys whose order was never queued");
+        tracing::warn!(
+            voided,
+            "released stock held by buys whose order was never queued"
+        );
     }
     Ok(ReconcileReport {
         confirmed: found.len(),
@@ -75,7 +84,8 @@ pub async fn run(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(e) = reconcile_once(&*catalog, &*stock, flashsale_storage::now_ms(), grace).await {
+        if let Err(e) = reconcile_once(&*catalog, &*stock, flashsale_storage::now_ms(), grace).await
+        {
             tracing::error!(error = %e, "stock reconciliation failed");
         }
     }

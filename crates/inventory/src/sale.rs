@@ -83,13 +83,31 @@ mod tests {
     fn accepts_a_sane_sale_and_refuses_each_bad_field() {
         assert!(good().validate().is_ok());
         let bad = [
-            NewSale { name: " ".into(), ..good() },
-            NewSale { price_cents: -1, ..good() },
+            NewSale {
+                name: " ".into(),
+                ..good()
+            },
+            NewSale {
+                price_cents: -1,
+                ..good()
+            },
             NewSale { stock: 0, ..good() },
-            NewSale { stock: MAX_STOCK + 1, ..good() },
-            NewSale { per_user_limit: 0, ..good() },
-            NewSale { per_user_limit: 11, ..good() },
-            NewSale { ends_at_ms: 0, ..good() },
+            NewSale {
+                stock: MAX_STOCK + 1,
+                ..good()
+            },
+            NewSale {
+                per_user_limit: 0,
+                ..good()
+            },
+            NewSale {
+                per_user_limit: 11,
+                ..good()
+            },
+            NewSale {
+                ends_at_ms: 0,
+                ..good()
+            },
         ];
         for sale in bad {
             assert!(sale.validate().is_err(), "{sale:?} accepted");

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    config::InventoryConfig,
     catalog::{Catalog, CatalogError},
+    config::InventoryConfig,
     sale::{NewSale, Sale},
     stock::{ReserveOutcome, ReserveRequest, StockStore},
 };
@@ -48,13 +48,20 @@ fn parse_order_id(id: &str) -> Result<u128, Status> {
 
 impl InventoryService {
     /// Loads every sale and rebuilds its stock from the reservations the database holds.
-    pub async fn open(catalog: Arc<dyn Catalog>, stock: Arc<dyn StockStore>) -> Result<Self, CatalogError> {
+    pub async fn open(
+        catalog: Arc<dyn Catalog>,
+        stock: Arc<dyn StockStore>,
+    ) -> Result<Self, CatalogError> {
         let sales = catalog.list().await?;
         let reservations = catalog.load_reservations().await?;
         for sale in &sales {
             stock.load(sale, &reservations);
         }
-        tracing::info!(sales = sales.len(), reservations = reservations.len(), "stock rebuilt from the database");
+        tracing::info!(
+            sales = sales.len(),
+            reservations = reservations.len(),
+            "stock rebuilt from the database"
+        );
         Ok(Self {
             catalog,
             stock,
@@ -63,7 +70,11 @@ impl InventoryService {
     }
 
     /// Starts the reconciler (see [`crate::reconcile`]) until `shutdown` is cancelled.
-    pub fn spawn_reconciler(&self, config: &InventoryConfig, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_reconciler(
+        &self,
+        config: &InventoryConfig,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(crate::reconcile::run(
             Arc::clone(&self.catalog),
             Arc::clone(&self.stock),
@@ -94,7 +105,10 @@ impl InventoryService {
 
 #[tonic::async_trait]
 impl Inventory for InventoryService {
-    async fn create_sale(&self, request: Request<pb::CreateSaleRequest>) -> Result<Response<pb::Sale>, Status> {
+    async fn create_sale(
+        &self,
+        request: Request<pb::CreateSaleRequest>,
+    ) -> Result<Response<pb::Sale>, Status> {
         let r = request.into_inner();
         let new = NewSale {
             name: r.name,
@@ -113,18 +127,27 @@ impl Inventory for InventoryService {
         Ok(Response::new(reply))
     }
 
-    async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::GetSaleReply>, Status> {
+    async fn get_sale(
+        &self,
+        request: Request<pb::GetSaleRequest>,
+    ) -> Result<Response<pb::GetSaleReply>, Status> {
         let id = request.into_inner().id;
         let sale = self.sales.read().get(&id).map(|s| self.to_pb(s));
         Ok(Response::new(pb::GetSaleReply { sale }))
     }
 
-    async fn list_sales(&self, _request: Request<pb::ListSalesRequest>) -> Result<Response<pb::ListSalesReply>, Status> {
+    async fn list_sales(
+        &self,
+        _request: Request<pb::ListSalesRequest>,
+    ) -> Result<Response<pb::ListSalesReply>, Status> {
         let sales = self.sales.read().values().map(|s| self.to_pb(s)).collect();
         Ok(Response::new(pb::ListSalesReply { sales }))
     }
 
-    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::ReserveReply>, Status> {
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveReply>, Status> {
         let r = request.into_inner();
         if r.quantity < 1 {
             return Err(Status::invalid_argument("quantity must be at least 1"));
@@ -160,7 +183,10 @@ impl Inventory for InventoryService {
         }))
     }
 
-    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseReply>, Status> {
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
         let order = parse_order_id(&request.into_inner().order_id)?;
         let released = self.stock.release(order);
         Ok(Response::new(pb::ReleaseReply { released }))

@@ -153,7 +153,11 @@ impl StockStore for MemoryStock {
             );
         }
         if state.remaining < 0 {
-            tracing::error!(sale_id = sale.id, remaining = state.remaining, "stored orders exceed the stock");
+            tracing::error!(
+                sale_id = sale.id,
+                remaining = state.remaining,
+                "stored orders exceed the stock"
+            );
         }
         self.sales.insert(sale.id, Arc::new(Mutex::new(state)));
     }
@@ -312,16 +316,34 @@ mod tests {
     fn enforces_window_stock_and_limit() {
         let stock = MemoryStock::new();
         stock.load(&sale(3, 2), &[]);
-        let early = ReserveRequest { now_ms: 99, ..req(1, 1, 1) };
+        let early = ReserveRequest {
+            now_ms: 99,
+            ..req(1, 1, 1)
+        };
         assert_eq!(stock.reserve(early).outcome, ReserveOutcome::NotStarted);
-        let late = ReserveRequest { now_ms: 200, ..req(1, 1, 1) };
+        let late = ReserveRequest {
+            now_ms: 200,
+            ..req(1, 1, 1)
+        };
         assert_eq!(stock.reserve(late).outcome, ReserveOutcome::Ended);
-        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::Reserved);
-        assert_eq!(stock.reserve(req(2, 1, 1)).outcome, ReserveOutcome::LimitReached);
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).outcome,
+            ReserveOutcome::Reserved
+        );
+        assert_eq!(
+            stock.reserve(req(2, 1, 1)).outcome,
+            ReserveOutcome::LimitReached
+        );
         assert_eq!(stock.reserve(req(3, 2, 2)).outcome, ReserveOutcome::SoldOut);
         let last = stock.reserve(req(4, 2, 1));
-        assert_eq!((last.outcome, last.remaining), (ReserveOutcome::Reserved, 0));
-        let unknown = ReserveRequest { sale_id: 9, ..req(5, 1, 1) };
+        assert_eq!(
+            (last.outcome, last.remaining),
+            (ReserveOutcome::Reserved, 0)
+        );
+        let unknown = ReserveRequest {
+            sale_id: 9,
+            ..req(5, 1, 1)
+        };
         assert_eq!(stock.reserve(unknown).outcome, ReserveOutcome::NotFound);
     }
 
@@ -329,15 +351,27 @@ mod tests {
     fn same_order_id_reserves_once_and_releases_once() {
         let stock = MemoryStock::new();
         stock.load(&sale(5, 5), &[]);
-        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::Reserved);
-        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::AlreadyReserved);
-        assert_eq!(stock.reserve(req(1, 1, 3)).outcome, ReserveOutcome::Conflict);
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).outcome,
+            ReserveOutcome::Reserved
+        );
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).outcome,
+            ReserveOutcome::AlreadyReserved
+        );
+        assert_eq!(
+            stock.reserve(req(1, 1, 3)).outcome,
+            ReserveOutcome::Conflict
+        );
         assert_eq!(stock.remaining(1), Some(3));
         assert!(stock.release(1));
         assert!(!stock.release(1));
         assert_eq!(stock.remaining(1), Some(5));
         // A released order id stays spent: a replay does not take stock again.
-        assert_eq!(stock.reserve(req(1, 1, 2)).outcome, ReserveOutcome::AlreadyReserved);
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).outcome,
+            ReserveOutcome::AlreadyReserved
+        );
         assert_eq!(stock.remaining(1), Some(5));
         assert!(!stock.release(42));
     }
@@ -346,8 +380,14 @@ mod tests {
     fn unconfirmed_reservations_can_be_voided_once_and_retried() {
         let stock = MemoryStock::new();
         stock.load(&sale(2, 2), &[]);
-        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
-        assert_eq!(stock.reserve(req(2, 2, 1)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(
+            stock.reserve(req(1, 1, 1)).outcome,
+            ReserveOutcome::Reserved
+        );
+        assert_eq!(
+            stock.reserve(req(2, 2, 1)).outcome,
+            ReserveOutcome::Reserved
+        );
         assert_eq!(stock.unconfirmed(149), Vec::<u128>::new());
         let mut due = stock.unconfirmed(150);
         due.sort_unstable();
@@ -356,12 +396,18 @@ mod tests {
         assert_eq!(stock.unconfirmed(150), vec![1]);
         // Touched after the cutoff: kept.
         assert!(!stock.void(1, 149));
-        assert!(!stock.void(2, 150), "confirmed reservations are never voided");
+        assert!(
+            !stock.void(2, 150),
+            "confirmed reservations are never voided"
+        );
         assert!(stock.void(1, 150));
         assert!(!stock.void(1, 150));
         assert_eq!(stock.remaining(1), Some(1));
         // A retry of the voided order id reserves afresh.
-        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
+        assert_eq!(
+            stock.reserve(req(1, 1, 1)).outcome,
+            ReserveOutcome::Reserved
+        );
         assert_eq!(stock.remaining(1), Some(0));
     }
 
@@ -369,9 +415,18 @@ mod tests {
     fn a_retry_restarts_the_grace_period() {
         let stock = MemoryStock::new();
         stock.load(&sale(2, 2), &[]);
-        assert_eq!(stock.reserve(req(1, 1, 1)).outcome, ReserveOutcome::Reserved);
-        let retry = ReserveRequest { now_ms: 190, ..req(1, 1, 1) };
-        assert_eq!(stock.reserve(retry).outcome, ReserveOutcome::AlreadyReserved);
+        assert_eq!(
+            stock.reserve(req(1, 1, 1)).outcome,
+            ReserveOutcome::Reserved
+        );
+        let retry = ReserveRequest {
+            now_ms: 190,
+            ..req(1, 1, 1)
+        };
+        assert_eq!(
+            stock.reserve(retry).outcome,
+            ReserveOutcome::AlreadyReserved
+        );
         assert!(!stock.void(1, 180));
         assert!(stock.void(1, 190));
     }
@@ -381,14 +436,38 @@ mod tests {
         let stock = MemoryStock::new();
         let id = |n: u128| uuid::Uuid::from_u128(n).to_string();
         let stored = [
-            StoredReservation { order_id: id(1), sale_id: 1, user_id: 1, quantity: 2, released: false },
-            StoredReservation { order_id: id(2), sale_id: 1, user_id: 2, quantity: 1, released: true },
-            StoredReservation { order_id: id(3), sale_id: 2, user_id: 2, quantity: 1, released: false },
+            StoredReservation {
+                order_id: id(1),
+                sale_id: 1,
+                user_id: 1,
+                quantity: 2,
+                released: false,
+            },
+            StoredReservation {
+                order_id: id(2),
+                sale_id: 1,
+                user_id: 2,
+                quantity: 1,
+                released: true,
+            },
+            StoredReservation {
+                order_id: id(3),
+                sale_id: 2,
+                user_id: 2,
+                quantity: 1,
+                released: false,
+            },
         ];
         stock.load(&sale(5, 2), &stored);
         assert_eq!(stock.remaining(1), Some(3));
-        assert_eq!(stock.reserve(req(9, 1, 1)).outcome, ReserveOutcome::LimitReached);
-        assert_eq!(stock.reserve(req(2, 2, 1)).outcome, ReserveOutcome::AlreadyReserved);
+        assert_eq!(
+            stock.reserve(req(9, 1, 1)).outcome,
+            ReserveOutcome::LimitReached
+        );
+        assert_eq!(
+            stock.reserve(req(2, 2, 1)).outcome,
+            ReserveOutcome::AlreadyReserved
+        );
     }
 
     #[test]

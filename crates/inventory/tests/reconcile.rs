@@ -16,9 +16,13 @@ use flashsale_storage::{connect, now_ms, Durability};
 #[tokio::test]
 async fn orphans_are_voided_and_queued_orders_confirmed() {
     let dir = tempfile::tempdir().unwrap();
-    let pool = connect(&format!("sqlite://{}", dir.path().join("t.db").display()), Durability::Process, 2)
-        .await
-        .unwrap();
+    let pool = connect(
+        &format!("sqlite://{}", dir.path().join("t.db").display()),
+        Durability::Process,
+        2,
+    )
+    .await
+    .unwrap();
     let catalog = SqlCatalog::new(pool.clone());
     let now = now_ms();
     let sale = catalog
@@ -59,13 +63,19 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
 
     let grace = Duration::from_secs(30);
     // Within the grace period nothing is touched.
-    let early = reconcile_once(&catalog, &stock, now + 1000, grace).await.unwrap();
+    let early = reconcile_once(&catalog, &stock, now + 1000, grace)
+        .await
+        .unwrap();
     assert_eq!((early.confirmed, early.voided), (0, 0));
-    let report = reconcile_once(&catalog, &stock, now + 31_000, grace).await.unwrap();
+    let report = reconcile_once(&catalog, &stock, now + 31_000, grace)
+        .await
+        .unwrap();
     assert_eq!((report.confirmed, report.voided), (1, 1));
     assert_eq!(stock.remaining(sale.id), Some(8));
     // A second pass finds nothing left to do.
-    let again = reconcile_once(&catalog, &stock, now + 62_000, grace).await.unwrap();
+    let again = reconcile_once(&catalog, &stock, now + 62_000, grace)
+        .await
+        .unwrap();
     assert_eq!((again.confirmed, again.voided), (0, 0));
 
     // A restart rebuilds the same numbers from the database alone.

@@ -48,13 +48,20 @@ pub async fn run(
     tracing::info!(depth = queue.depth(), "order consumer stopped");
 }
 
-async fn persist(queue: &dyn OrderQueue, store: &dyn OrderStore, batch: Vec<OrderRequest>, payment_timeout_ms: i64) {
+async fn persist(
+    queue: &dyn OrderQueue,
+    store: &dyn OrderStore,
+    batch: Vec<OrderRequest>,
+    payment_timeout_ms: i64,
+) {
     let mut pause = Duration::from_millis(10);
     loop {
         match store.insert_batch(&batch, payment_timeout_ms).await {
             Ok(inserted) => {
-                metrics::counter!(flashsale_telemetry::metrics::ORDERS_PERSISTED).increment(inserted);
-                metrics::histogram!(flashsale_telemetry::metrics::PERSIST_BATCH).record(batch.len() as f64);
+                metrics::counter!(flashsale_telemetry::metrics::ORDERS_PERSISTED)
+                    .increment(inserted);
+                metrics::histogram!(flashsale_telemetry::metrics::PERSIST_BATCH)
+                    .record(batch.len() as f64);
                 break;
             }
             Err(e) => {

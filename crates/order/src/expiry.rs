@@ -39,11 +39,21 @@ pub async fn run(
 }
 
 /// One sweep: expire what is due, then release what is owed. Returns how many orders expired.
-pub async fn sweep(store: &dyn OrderStore, releaser: &dyn StockReleaser, now_ms: i64) -> Result<usize, StoreError> {
+pub async fn sweep(
+    store: &dyn OrderStore,
+    releaser: &dyn StockReleaser,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
     let mut expired = 0;
     for order in store.due_for_expiry(now_ms, SWEEP_LIMIT).await? {
         if store
-            .transition(&order.id, OrderStatus::Created, order.version, OrderStatus::Expired, now_ms)
+            .transition(
+                &order.id,
+                OrderStatus::Created,
+                order.version,
+                OrderStatus::Expired,
+                now_ms,
+            )
             .await?
         {
             expired += 1;
@@ -60,7 +70,11 @@ pub async fn sweep(store: &dyn OrderStore, releaser: &dyn StockReleaser, now_ms:
 }
 
 /// Releases one order's stock and records it; a failed release is left for the next sweep.
-pub async fn release_stock(store: &dyn OrderStore, releaser: &dyn StockReleaser, order_id: &str) -> Result<(), StoreError> {
+pub async fn release_stock(
+    store: &dyn OrderStore,
+    releaser: &dyn StockReleaser,
+    order_id: &str,
+) -> Result<(), StoreError> {
     match releaser.release(order_id).await {
         Ok(()) => store.mark_released(order_id).await,
         Err(e) => {

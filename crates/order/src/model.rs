@@ -137,7 +137,11 @@ mod tests {
         ];
         for from in all {
             for to in all {
-                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from:?} -> {to:?}");
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
             }
             assert_eq!(super::OrderStatus::parse(from.as_str()), Some(from));
         }

@@ -89,9 +89,10 @@ impl JournalQueue {
     /// Opens the journal: requests left by a previous run are delivered again first. The writer
     /// task stops when the queue is dropped, after committing what it had.
     pub async fn open(pool: SqlitePool, batch_max: usize) -> Result<Arc<Self>, QueueError> {
-        let leftover: Vec<JournalRow> = sqlx::query_as(&format!("{SELECT_JOURNAL} ORDER BY accepted_at_ms"))
-            .fetch_all(&pool)
-            .await?;
+        let leftover: Vec<JournalRow> =
+            sqlx::query_as(&format!("{SELECT_JOURNAL} ORDER BY accepted_at_ms"))
+                .fetch_all(&pool)
+                .await?;
         let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
         let depth = Arc::new(AtomicI64::new(0));
         if !leftover.is_empty() {
@@ -146,7 +147,8 @@ async fn write_journal(
                 }
             }
         }
-        metrics::gauge!(flashsale_telemetry::metrics::QUEUE_DEPTH).set(depth.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(flashsale_telemetry::metrics::QUEUE_DEPTH)
+            .set(depth.load(Ordering::Relaxed) as f64);
     }
 }
 
@@ -202,7 +204,8 @@ impl OrderQueue for JournalQueue {
         if order_ids.is_empty() {
             return Ok(());
         }
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new("DELETE FROM order_queue WHERE order_id IN (");
+        let mut qb: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("DELETE FROM order_queue WHERE order_id IN (");
         let mut list = qb.separated(", ");
         for id in order_ids {
             list.push_bind(id);
@@ -215,10 +218,11 @@ impl OrderQueue for JournalQueue {
     }
 
     async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
-        let row: Option<JournalRow> = sqlx::query_as(&format!("{SELECT_JOURNAL} WHERE order_id = ?"))
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<JournalRow> =
+            sqlx::query_as(&format!("{SELECT_JOURNAL} WHERE order_id = ?"))
+                .bind(order_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(from_row))
     }
 

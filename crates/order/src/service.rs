@@ -69,7 +69,11 @@ const TRANSITION_ATTEMPTS: usize = 8;
 
 impl OrderService {
     /// A service over the given parts.
-    pub fn new(queue: Arc<dyn OrderQueue>, store: Arc<dyn OrderStore>, releaser: Arc<dyn StockReleaser>) -> Self {
+    pub fn new(
+        queue: Arc<dyn OrderQueue>,
+        store: Arc<dyn OrderStore>,
+        releaser: Arc<dyn StockReleaser>,
+    ) -> Self {
         Self {
             queue,
             store,
@@ -88,11 +92,18 @@ impl OrderService {
             return Ok(Some(order).filter(|o| o.user_id == user_id));
         }
         let queued = self.queue.find(order_id).await.map_err(internal)?;
-        Ok(queued.filter(|r| r.user_id == user_id).map(|r| Order::pending(&r)))
+        Ok(queued
+            .filter(|r| r.user_id == user_id)
+            .map(|r| Order::pending(&r)))
     }
 
     /// Moves the user's order to `to`, retrying lost races on fresh data.
-    async fn transition(&self, order_id: &str, user_id: i64, to: OrderStatus) -> Result<pb::TransitionReply, Status> {
+    async fn transition(
+        &self,
+        order_id: &str,
+        user_id: i64,
+        to: OrderStatus,
+    ) -> Result<pb::TransitionReply, Status> {
         for _ in 0..TRANSITION_ATTEMPTS {
             let Some(order) = self.find(order_id, user_id).await? else {
                 return Ok(reply(pb::TransitionOutcome::NotFound, None));
@@ -145,13 +156,18 @@ fn reply(outcome: pb::TransitionOutcome, order: Option<&Order>) -> pb::Transitio
 
 #[tonic::async_trait]
 impl Orders for OrderService {
-    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitReply>, Status> {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
         let order = request
             .into_inner()
             .order
             .ok_or_else(|| Status::invalid_argument("order is required"))?;
         if order.order_id.is_empty() || order.quantity < 1 || order.idempotency_key.is_empty() {
-            return Err(Status::invalid_argument("order_id, quantity ≥ 1 and idempotency_key are required"));
+            return Err(Status::invalid_argument(
+                "order_id, quantity ≥ 1 and idempotency_key are required",
+            ));
         }
         self.queue
             .publish(OrderRequest {
@@ -171,7 +187,10 @@ impl Orders for OrderService {
         Ok(Response::new(pb::SubmitReply {}))
     }
 
-    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::GetOrderReply>, Status> {
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderReply>, Status> {
         let r = request.into_inner();
         let order = self.find(&r.order_id, r.user_id).await?;
         Ok(Response::new(pb::GetOrderReply {
@@ -179,7 +198,10 @@ impl Orders for OrderService {
         }))
     }
 
-    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersReply>, Status> {
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersReply>, Status> {
         let orders = self
             .store
             .list_for_user(request.into_inner().user_id)
@@ -190,14 +212,20 @@ impl Orders for OrderService {
         }))
     }
 
-    async fn pay(&self, request: Request<pb::TransitionRequest>) -> Result<Response<pb::TransitionReply>, Status> {
+    async fn pay(
+        &self,
+        request: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::TransitionReply>, Status> {
         let r = request.into_inner();
         self.transition(&r.order_id, r.user_id, OrderStatus::Paid)
             .await
             .map(Response::new)
     }
 
-    async fn cancel(&self, request: Request<pb::TransitionRequest>) -> Result<Response<pb::TransitionReply>, Status> {
+    async fn cancel(
+        &self,
+        request: Request<pb::TransitionRequest>,
+    ) -> Result<Response<pb::TransitionReply>, Status> {
         let r = request.into_inner();
         self.transition(&r.order_id, r.user_id, OrderStatus::Cancelled)
             .await

@@ -28,13 +28,24 @@ pub enum StoreError {
 pub trait OrderStore: Send + Sync + 'static {
     /// Inserts requests as `created` orders expiring `payment_timeout_ms` after acceptance;
     /// skips duplicates. Returns how many rows were new.
-    async fn insert_batch(&self, requests: &[OrderRequest], payment_timeout_ms: i64) -> Result<u64, StoreError>;
+    async fn insert_batch(
+        &self,
+        requests: &[OrderRequest],
+        payment_timeout_ms: i64,
+    ) -> Result<u64, StoreError>;
     /// One order.
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError>;
     /// A user's orders, newest first.
     async fn list_for_user(&self, user_id: i64) -> Result<Vec<Order>, StoreError>;
     /// Moves an order from `from` (at `version`) to `to`; `false` when the row changed meanwhile.
-    async fn transition(&self, order_id: &str, from: OrderStatus, version: i64, to: OrderStatus, now_ms: i64) -> Result<bool, StoreError>;
+    async fn transition(
+        &self,
+        order_id: &str,
+        from: OrderStatus,
+        version: i64,
+        to: OrderStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Unpaid orders whose payment time is over.
     async fn due_for_expiry(&self, now_ms: i64, limit: i64) -> Result<Vec<Order>, StoreError>;
     /// Cancelled/expired orders whose stock has not been confirmed released.
@@ -82,7 +93,11 @@ fn from_rows(rows: Vec<OrderRow>) -> Result<Vec<Order>, StoreError> {
 
 #[async_trait]
 impl OrderStore for SqlOrderStore {
-    async fn insert_batch(&self, requests: &[OrderRequest], payment_timeout_ms: i64) -> Result<u64, StoreError> {
+    async fn insert_batch(
+        &self,
+        requests: &[OrderRequest],
+        payment_timeout_ms: i64,
+    ) -> Result<u64, StoreError> {
         if requests.is_empty() {
             return Ok(0);
         }
@@ -126,7 +141,14 @@ impl OrderStore for SqlOrderStore {
         from_rows(rows)
     }
 
-    async fn transition(&self, order_id: &str, from: OrderStatus, version: i64, to: OrderStatus, now_ms: i64) -> Result<bool, StoreError> {
+    async fn transition(
+        &self,
+        order_id: &str,
+        from: OrderStatus,
+        version: i64,
+        to: OrderStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE orders SET status = ?, version = version + 1, updated_at_ms = ?
              WHERE id = ? AND status = ? AND version = ?",

@@ -22,9 +22,13 @@ use flashsale_proto::order::{orders_server::Orders, TransitionOutcome, Transitio
 use flashsale_storage::{connect, now_ms, Durability, SqlitePool};
 
 async fn pool(dir: &tempfile::TempDir) -> SqlitePool {
-    connect(&format!("sqlite://{}", dir.path().join("t.db").display()), Durability::Process, 4)
-        .await
-        .unwrap()
+    connect(
+        &format!("sqlite://{}", dir.path().join("t.db").display()),
+        Durability::Process,
+        4,
+    )
+    .await
+    .unwrap()
 }
 
 fn request(n: usize) -> OrderRequest {
@@ -46,7 +50,12 @@ struct CountingReleaser(Mutex<HashMap<String, usize>>);
 #[async_trait]
 impl StockReleaser for CountingReleaser {
     async fn release(&self, order_id: &str) -> Result<(), ReleaseError> {
-        *self.0.lock().unwrap().entry(order_id.to_owned()).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(order_id.to_owned())
+            .or_default() += 1;
         Ok(())
     }
 }
@@ -70,12 +79,22 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
     }
     let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
     let redelivered = queue.next_batch(100).await.unwrap();
-    assert_eq!(redelivered.len(), 5, "every unacknowledged request comes back once");
+    assert_eq!(
+        redelivered.len(),
+        5,
+        "every unacknowledged request comes back once"
+    );
     store.insert_batch(&redelivered, 60_000).await.unwrap();
     let ids: Vec<String> = redelivered.iter().map(|r| r.order_id.clone()).collect();
     queue.ack(&ids).await.unwrap();
-    let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders").fetch_one(&pool).await.unwrap();
-    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue").fetch_one(&pool).await.unwrap();
+    let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!((orders, queued), (5, 0));
     // Same user and idempotency key under another order id: still one order.
     let mut clash = request(0);
@@ -85,7 +104,10 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
 
 const RACES: usize = 300;
 
-async fn created_orders(pool: &SqlitePool, payment_timeout_ms: i64) -> (Arc<SqlOrderStore>, Vec<OrderRequest>) {
+async fn created_orders(
+    pool: &SqlitePool,
+    payment_timeout_ms: i64,
+) -> (Arc<SqlOrderStore>, Vec<OrderRequest>) {
     let store = Arc::new(SqlOrderStore::new(pool.clone()));
     let requests: Vec<OrderRequest> = (0..RACES).map(request).collect();
     for chunk in requests.chunks(100) {
@@ -113,10 +135,18 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
     let tasks: Vec<_> = requests
         .iter()
         .map(|r| {
-            let (s1, s2, r1, r2) = (service.clone(), service.clone(), transition(r), transition(r));
+            let (s1, s2, r1, r2) = (
+                service.clone(),
+                service.clone(),
+                transition(r),
+                transition(r),
+            );
             tokio::spawn(async move {
                 let (pay, cancel) = tokio::join!(s1.pay(r1), s2.cancel(r2));
-                (pay.unwrap().into_inner().outcome(), cancel.unwrap().into_inner().outcome())
+                (
+                    pay.unwrap().into_inner().outcome(),
+                    cancel.unwrap().into_inner().outcome(),
+                )
             })
         })
         .collect();
@@ -130,12 +160,21 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
         let releases = released_after.get(&r.order_id).copied().unwrap_or(0);
         match order.status {
             OrderStatus::Paid => {
-                assert_eq!((pay, cancel), (TransitionOutcome::Done, TransitionOutcome::Illegal));
+                assert_eq!(
+                    (pay, cancel),
+                    (TransitionOutcome::Done, TransitionOutcome::Illegal)
+                );
                 assert_eq!(releases, 0, "a paid order's stock was released");
             }
             OrderStatus::Cancelled => {
-                assert_eq!((pay, cancel), (TransitionOutcome::Illegal, TransitionOutcome::Done));
-                assert_eq!(releases, 1, "a cancelled order's stock released {releases} times");
+                assert_eq!(
+                    (pay, cancel),
+                    (TransitionOutcome::Illegal, TransitionOutcome::Done)
+                );
+                assert_eq!(
+                    releases, 1,
+                    "a cancelled order's stock released {releases} times"
+                );
             }
             other => panic!("order ended {other:?}"),
         }
@@ -188,8 +227,15 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
                 assert_eq!(releases, 0);
             }
             OrderStatus::Expired => {
-                assert_eq!(pay, TransitionOutcome::Illegal, "a refused payment must not be reported paid");
-                assert_eq!(releases, 1, "an expired order's stock released {releases} times");
+                assert_eq!(
+                    pay,
+                    TransitionOutcome::Illegal,
+                    "a refused payment must not be reported paid"
+                );
+                assert_eq!(
+                    releases, 1,
+                    "an expired order's stock released {releases} times"
+                );
             }
             other => panic!("order ended {other:?}"),
         }

@@ -216,7 +216,11 @@ pub async fn error_code(r: Response, status: StatusCode) -> String {
 
 /// Starts the real `flashsale` binary with `args` and `env`, and waits for the line
 /// `<ready_prefix><address>` on its stdout. Its stdout keeps being drained afterwards.
-pub async fn spawn_binary(args: &[&str], env: &[(&str, String)], ready_prefix: &str) -> (tokio::process::Child, SocketAddr) {
+pub async fn spawn_binary(
+    args: &[&str],
+    env: &[(&str, String)],
+    ready_prefix: &str,
+) -> (tokio::process::Child, SocketAddr) {
     use tokio::io::AsyncBufReadExt;
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"));
     command
@@ -236,7 +240,10 @@ pub async fn spawn_binary(args: &[&str], env: &[(&str, String)], ready_prefix: &
     let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(addr) = line.strip_prefix(&prefix) {
-                return addr.trim_start_matches("http://").parse::<SocketAddr>().unwrap();
+                return addr
+                    .trim_start_matches("http://")
+                    .parse::<SocketAddr>()
+                    .unwrap();
             }
         }
         panic!("flashsale {args:?} exited before it was ready");

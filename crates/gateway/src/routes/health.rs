@@ -9,7 +9,9 @@ use crate::{api::Health, app::AppState, upstream::CallContext};
 /// Liveness: the gateway process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Readiness: every service behind the gateway answers.
@@ -17,24 +19,41 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>, ctx: CallContext) -> (StatusCode, Json<Health>) {
     let u = &state.upstreams;
-    let (mut auth, mut inventory, mut orders) = (u.auth.clone(), u.inventory.clone(), u.orders.clone());
+    let (mut auth, mut inventory, mut orders) =
+        (u.auth.clone(), u.inventory.clone(), u.orders.clone());
     let ready = async {
-        ctx.run(auth.get_session(ctx.request(GetSessionRequest::default())?)).await?;
-        ctx.run(inventory.get_sale(ctx.request(GetSaleRequest::default())?)).await?;
-        ctx.run(orders.get_order(ctx.request(GetOrderRequest::default())?)).await?;
+        ctx.run(auth.get_session(ctx.request(GetSessionRequest::default())?))
+            .await?;
+        ctx.run(inventory.get_sale(ctx.request(GetSaleRequest::default())?))
+            .await?;
+        ctx.run(orders.get_order(ctx.request(GetOrderRequest::default())?))
+            .await?;
         Ok::<_, crate::error::ApiError>(())
     }
     .await;
     match ready {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ok".into() })),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into() })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+            }),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable".into(),
+            }),
+        ),
     }
 }
 
 /// Prometheus metrics of this process.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

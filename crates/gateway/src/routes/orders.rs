@@ -66,9 +66,13 @@ pub async fn buy(
 ) -> Result<(StatusCode, Json<BuyAccepted>), ApiError> {
     let quantity = body.quantity;
     if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(ApiError::invalid(format!("quantity must be between 1 and {MAX_QUANTITY}")));
+        return Err(ApiError::invalid(format!(
+            "quantity must be between 1 and {MAX_QUANTITY}"
+        )));
     }
-    state.limits.check_buy(user.client.ip, user.user_id, sale_id)?;
+    state
+        .limits
+        .check_buy(user.client.ip, user.user_id, sale_id)?;
     let order_id = order_id_for(user.user_id, &key);
     let now = flashsale_storage::now_ms();
 
@@ -80,7 +84,11 @@ pub async fn buy(
         .ok_or_else(|| ApiError::not_found("no such sale"))?;
     if now < sale.starts_at_ms {
         outcome("not_started");
-        return Err(ApiError::new(StatusCode::TOO_EARLY, "sale_not_started", "the sale has not started yet"));
+        return Err(ApiError::new(
+            StatusCode::TOO_EARLY,
+            "sale_not_started",
+            "the sale has not started yet",
+        ));
     }
     if now >= sale.ends_at_ms {
         outcome("ended");
@@ -124,7 +132,10 @@ pub async fn buy(
             outcome("limit_reached");
             return Err(ApiError::conflict(
                 "per_user_limit_reached",
-                format!("you already hold the per-user limit of {} for this sale", sale.per_user_limit),
+                format!(
+                    "you already hold the per-user limit of {} for this sale",
+                    sale.per_user_limit
+                ),
             ));
         }
         ReserveOutcome::SaleNotFound => {
@@ -132,9 +143,15 @@ pub async fn buy(
             return Err(ApiError::not_found("no such sale"));
         }
         ReserveOutcome::NotStarted => {
-            return Err(ApiError::new(StatusCode::TOO_EARLY, "sale_not_started", "the sale has not started yet"));
+            return Err(ApiError::new(
+                StatusCode::TOO_EARLY,
+                "sale_not_started",
+                "the sale has not started yet",
+            ));
         }
-        ReserveOutcome::Ended => return Err(ApiError::conflict("sale_ended", "the sale has ended")),
+        ReserveOutcome::Ended => {
+            return Err(ApiError::conflict("sale_ended", "the sale has ended"))
+        }
         ReserveOutcome::OrderIdConflict => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -205,7 +222,11 @@ pub async fn get(
 /// The caller's orders, newest first (orders still queued appear within moments).
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
     responses((status = 200, body = Vec<Order>), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, user: AuthUser, ctx: CallContext) -> Result<Json<Vec<Order>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: CallContext,
+) -> Result<Json<Vec<Order>>, ApiError> {
     let mut orders = state.upstreams.orders.clone();
     let reply = ctx
         .run(orders.list_orders(ctx.request(ListOrdersRequest {

@@ -48,7 +48,10 @@ pub async fn create(
 
 /// Lists sales with their live remaining stock.
 #[utoipa::path(get, path = "/api/v1/sales", tag = "sales", responses((status = 200, body = Vec<Sale>)))]
-pub async fn list(State(state): State<AppState>, ctx: CallContext) -> Result<Json<Vec<Sale>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    ctx: CallContext,
+) -> Result<Json<Vec<Sale>>, ApiError> {
     let mut inventory = state.upstreams.inventory.clone();
     let reply = ctx
         .run(inventory.list_sales(ctx.request(ListSalesRequest {})?))
@@ -60,7 +63,11 @@ pub async fn list(State(state): State<AppState>, ctx: CallContext) -> Result<Jso
 #[utoipa::path(get, path = "/api/v1/sales/{id}", tag = "sales",
     params(("id" = i64, Path, description = "sale id")),
     responses((status = 200, body = Sale), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, ctx: CallContext, ApiPath(id): ApiPath<i64>) -> Result<Json<Sale>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: CallContext,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Sale>, ApiError> {
     let mut inventory = state.upstreams.inventory.clone();
     let reply = ctx
         .run(inventory.get_sale(ctx.request(GetSaleRequest { id })?))

@@ -50,10 +50,16 @@ pub async fn login(
 #[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions",
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, user: AuthUser, ctx: CallContext) -> Result<StatusCode, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ctx: CallContext,
+) -> Result<StatusCode, ApiError> {
     let mut auth = state.upstreams.auth.clone();
-    ctx.run(auth.revoke(ctx.request(RevokeRequest { jti: user.jti.clone() })?))
-        .await?;
+    ctx.run(auth.revoke(ctx.request(RevokeRequest {
+        jti: user.jti.clone(),
+    })?))
+    .await?;
     state.sessions.forget(&user.jti).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -32,7 +32,16 @@ pub async fn register(
         })?))
         .await?;
     if reply.email_taken {
-        return Err(ApiError::conflict("email_taken", "this email is already registered"));
+        return Err(ApiError::conflict(
+            "email_taken",
+            "this email is already registered",
+        ));
     }
-    Ok((StatusCode::CREATED, Json(UserCreated { id: reply.user_id, email })))
+    Ok((
+        StatusCode::CREATED,
+        Json(UserCreated {
+            id: reply.user_id,
+            email,
+        }),
+    ))
 }
