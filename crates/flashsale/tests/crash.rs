@@ -17,9 +17,9 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, spawn_binary, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
+use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
 use futures::{stream, StreamExt};
-use reqwest::{Client, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::{process::Child, sync::Mutex};
 
@@ -46,61 +46,20 @@ async fn start(data_dir: &Path) -> (Child, SocketAddr) {
     .await
 }
 
-async fn login(client: &Client, base: &str, email: &str, password: &str, ip: &str) -> String {
-    let r = client
-        .post(format!("{base}/api/v1/sessions"))
-        .header("x-forwarded-for", ip)
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn accepted_orders_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start(dir.path()).await;
-    let base = format!("http://{addr}");
-    let client = Client::new();
-
-    let admin = login(&client, &base, ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.0.1").await;
-    let now = chrono::Utc::now();
-    let sale: Value = client
-        .post(format!("{base}/api/v1/admin/sales"))
-        .header("x-forwarded-for", "10.255.0.1")
-        .bearer_auth(&admin)
-        .json(&json!({
-            "name": "crash test item", "price_cents": 100, "stock": STOCK, "per_user_limit": STOCK,
-            "starts_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
-            "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale_id = sale["id"].as_i64().unwrap();
-
+    let api = Arc::new(Api::new(addr));
+    let sale_id = api.open_sale(STOCK, STOCK).await;
     let tokens: Vec<(String, String)> = stream::iter(0..USERS)
         .map(|n| {
-            let (client, base) = (client.clone(), base.clone());
+            let api = Arc::clone(&api);
             async move {
-                let email = format!("crash{n}@example.com");
-                let r = client
-                    .post(format!("{base}/api/v1/users"))
-                    .header("x-forwarded-for", ip(n))
-                    .json(&json!({"email": email, "password": PASSWORD}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::CREATED);
-                (ip(n), login(&client, &base, &email, PASSWORD, &ip(n)).await)
+                (
+                    ip(n),
+                    api.customer(&format!("crash{n}@example.com"), &ip(n)).await,
+                )
             }
         })
         .buffered(32)
@@ -113,21 +72,20 @@ async fn accepted_orders_survive_sigkill() {
     let buyers: Vec<_> = tokens
         .into_iter()
         .map(|(client_ip, token)| {
-            let (client, base, accepted, killed) = (
-                client.clone(),
-                base.clone(),
-                Arc::clone(&accepted),
-                Arc::clone(&killed),
-            );
+            let (api, accepted, killed) =
+                (Arc::clone(&api), Arc::clone(&accepted), Arc::clone(&killed));
             tokio::spawn(async move {
                 let mut n = 0;
                 while !killed.load(Ordering::Relaxed) {
                     n += 1;
-                    let sent = client
-                        .post(format!("{base}/api/v1/sales/{sale_id}/orders"))
-                        .header("x-forwarded-for", &client_ip)
+                    let sent = api
+                        .authed(
+                            Method::POST,
+                            &format!("/api/v1/sales/{sale_id}/orders"),
+                            &client_ip,
+                            &token,
+                        )
                         .header("idempotency-key", format!("{client_ip}-{n}"))
-                        .bearer_auth(&token)
                         .json(&json!({"quantity": 1}))
                         .send()
                         .await;
@@ -203,14 +161,7 @@ async fn accepted_orders_survive_sigkill() {
     );
     let sold: i64 = rows.iter().map(|(_, q)| q).sum();
 
-    let sale: Value = client
-        .get(format!("http://{addr}/api/v1/sales/{sale_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sale = Api::new(addr).sale(sale_id).await;
     assert_eq!(
         sale["remaining"].as_i64().unwrap() + sold,
         STOCK,

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{spawn_binary, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
-use reqwest::{Client, StatusCode};
-use serde_json::{json, Value};
+use common::{spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 
 async fn sigterm_and_wait(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
@@ -76,65 +76,19 @@ async fn separate_processes_serve_a_sale_end_to_end() {
     )
     .await;
 
-    let base = format!("http://{http}/api/v1");
-    let client = Client::new();
-    let login = |email: &'static str, password: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r = client
-                .post(format!("{base}/sessions"))
-                .json(&json!({"email": email, "password": password}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED);
-            r.json::<Value>().await.unwrap()["token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let now = chrono::Utc::now();
-    let sale: Value = client
-        .post(format!("{base}/admin/sales"))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "name": "multi-process item", "price_cents": 500, "stock": 1, "per_user_limit": 1,
-            "starts_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
-            "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale_id = sale["id"].as_i64().unwrap();
-
-    let r = client
-        .post(format!("{base}/users"))
-        .json(&json!({"email": "multi@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let buyer = login("multi@example.com", PASSWORD).await;
-    let buy = |key: &'static str| {
-        client
-            .post(format!("{base}/sales/{sale_id}/orders"))
-            .bearer_auth(&buyer)
-            .header("idempotency-key", key)
-            .send()
-    };
-    let r = buy("only-one").await.unwrap();
+    // No trusted proxy in `serve` mode: every test client is 127.0.0.1, whatever it claims.
+    let api = Api::new(http);
+    let sale_id = api.open_sale(1, 1).await;
+    let buyer = api.customer("multi@example.com", "10.0.0.1").await;
+    let r = api.buy(sale_id, &buyer, "10.0.0.1", "only-one").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let order_id = r.json::<Value>().await.unwrap()["order_id"]
         .as_str()
         .unwrap()
         .to_owned();
+    let again = api.buy(sale_id, &buyer, "10.0.0.1", "another").await;
     assert_eq!(
-        buy("another").await.unwrap().status(),
+        again.status(),
         StatusCode::CONFLICT,
         "stock of 1 sold twice"
     );
@@ -142,9 +96,13 @@ async fn separate_processes_serve_a_sale_end_to_end() {
     // The order service persists it, and the inventory shows the stock taken.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let order: Value = client
-            .get(format!("{base}/orders/{order_id}"))
-            .bearer_auth(&buyer)
+        let order: Value = api
+            .authed(
+                Method::GET,
+                &format!("/api/v1/orders/{order_id}"),
+                "10.0.0.1",
+                &buyer,
+            )
             .send()
             .await
             .unwrap()
@@ -160,15 +118,7 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sale: Value = client
-        .get(format!("{base}/sales/{sale_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(sale["remaining"], 0);
+    assert_eq!(api.sale(sale_id).await["remaining"], 0);
 
     for child in [gateway, order, inventory, auth] {
         sigterm_and_wait(child).await;

@@ -96,6 +96,23 @@ struct SaleStock {
     held_by_user: HashMap<i64, i64>,
 }
 
+impl SaleStock {
+    fn take(&mut self, user_id: i64, quantity: i64) {
+        self.remaining -= quantity;
+        *self.held_by_user.entry(user_id).or_default() += quantity;
+    }
+
+    fn give_back(&mut self, user_id: i64, quantity: i64) {
+        self.remaining += quantity;
+        if let Some(units) = self.held_by_user.get_mut(&user_id) {
+            *units -= quantity;
+            if *units <= 0 {
+                self.held_by_user.remove(&user_id);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Held {
     sale_id: i64,
@@ -137,8 +154,7 @@ impl StockStore for MemoryStock {
                 continue;
             };
             if !r.released {
-                state.remaining -= r.quantity;
-                *state.held_by_user.entry(r.user_id).or_default() += r.quantity;
+                state.take(r.user_id, r.quantity);
             }
             self.holds.insert(
                 order.as_u128(),
@@ -201,8 +217,7 @@ impl StockStore for MemoryStock {
                 {
                     ReserveOutcome::LimitReached
                 } else {
-                    s.remaining -= req.quantity;
-                    *s.held_by_user.entry(req.user_id).or_default() += req.quantity;
+                    s.take(req.user_id, req.quantity);
                     slot.insert(Held {
                         sale_id: req.sale_id,
                         user_id: req.user_id,
@@ -231,14 +246,7 @@ impl StockStore for MemoryStock {
         let Some(sale) = self.sales.get(&held.sale_id).map(|s| Arc::clone(s.value())) else {
             return false;
         };
-        let mut s = sale.lock();
-        s.remaining += held.quantity;
-        if let Some(units) = s.held_by_user.get_mut(&held.user_id) {
-            *units -= held.quantity;
-            if *units <= 0 {
-                s.held_by_user.remove(&held.user_id);
-            }
-        }
+        sale.lock().give_back(held.user_id, held.quantity);
         held.released = true;
         true
     }
@@ -272,14 +280,7 @@ impl StockStore for MemoryStock {
             return false;
         }
         if let Some(sale) = self.sales.get(&h.sale_id).map(|s| Arc::clone(s.value())) {
-            let mut s = sale.lock();
-            s.remaining += h.quantity;
-            if let Some(units) = s.held_by_user.get_mut(&h.user_id) {
-                *units -= h.quantity;
-                if *units <= 0 {
-                    s.held_by_user.remove(&h.user_id);
-                }
-            }
+            sale.lock().give_back(h.user_id, h.quantity);
         }
         held.remove();
         true

@@ -1,6 +1,8 @@
 //! The order service on the real embedded database: journal redelivery creates nothing twice,
 //! and racing transitions end each order in exactly one terminal state with its stock released
-//! exactly when it ends unpaid.
+//! exactly when it ends unpaid (into the real in-process inventory stock, whose release is
+//! idempotent per order id — a release may be *called* twice when a sweep overlaps a payment's
+//! own expiry, but the units come back once).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
@@ -10,6 +12,10 @@ use std::{
 };
 
 use async_trait::async_trait;
+use flashsale_inventory::{
+    sale::Sale,
+    stock::{MemoryStock, ReserveOutcome, ReserveRequest, StockStore},
+};
 use flashsale_order::{
     expiry,
     model::{OrderRequest, OrderStatus},
@@ -43,19 +49,67 @@ fn request(n: usize) -> OrderRequest {
     }
 }
 
-/// Counts releases per order id (stands in for the inventory service's release endpoint).
-#[derive(Default)]
-struct CountingReleaser(Mutex<HashMap<String, usize>>);
+/// The real in-process inventory stock behind the release calls, counting the calls too.
+/// Every order holds one unit of sale 1 (stock = `RACES`) before the race starts.
+struct InventoryReleaser {
+    stock: MemoryStock,
+    calls: Mutex<HashMap<String, usize>>,
+}
+
+impl InventoryReleaser {
+    fn holding(requests: &[OrderRequest]) -> Arc<Self> {
+        let stock = MemoryStock::new();
+        let now = now_ms();
+        stock.load(
+            &Sale {
+                id: 1,
+                name: "item".into(),
+                price_cents: 100,
+                stock: RACES as i64,
+                per_user_limit: 1,
+                starts_at_ms: now - 1000,
+                ends_at_ms: now + 3_600_000,
+            },
+            &[],
+        );
+        for r in requests {
+            let d = stock.reserve(ReserveRequest {
+                order: uuid::Uuid::parse_str(&r.order_id).unwrap().as_u128(),
+                sale_id: 1,
+                user_id: r.user_id,
+                quantity: 1,
+                now_ms: now,
+            });
+            assert_eq!(d.outcome, ReserveOutcome::Reserved);
+        }
+        assert_eq!(stock.remaining(1), Some(0));
+        Arc::new(Self {
+            stock,
+            calls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn calls(&self, order_id: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(order_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
 
 #[async_trait]
-impl StockReleaser for CountingReleaser {
+impl StockReleaser for InventoryReleaser {
     async fn release(&self, order_id: &str) -> Result<(), ReleaseError> {
         *self
-            .0
+            .calls
             .lock()
             .unwrap()
             .entry(order_id.to_owned())
             .or_default() += 1;
+        self.stock
+            .release(uuid::Uuid::parse_str(order_id).unwrap().as_u128());
         Ok(())
     }
 }
@@ -128,7 +182,7 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
     let dir = tempfile::tempdir().unwrap();
     let pool = pool(&dir).await;
     let (store, requests) = created_orders(&pool, 600_000).await;
-    let releaser = Arc::new(CountingReleaser::default());
+    let releaser = InventoryReleaser::holding(&requests);
     let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
@@ -154,10 +208,10 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
     for t in tasks {
         outcomes.push(t.await.unwrap());
     }
-    let released_after = releaser.0.lock().unwrap().clone();
+    let mut unpaid = 0;
     for (r, (pay, cancel)) in requests.iter().zip(outcomes) {
         let order = store.get(&r.order_id).await.unwrap().unwrap();
-        let releases = released_after.get(&r.order_id).copied().unwrap_or(0);
+        let releases = releaser.calls(&r.order_id);
         match order.status {
             OrderStatus::Paid => {
                 assert_eq!(
@@ -171,15 +225,16 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
                     (pay, cancel),
                     (TransitionOutcome::Illegal, TransitionOutcome::Done)
                 );
-                assert_eq!(
-                    releases, 1,
-                    "a cancelled order's stock released {releases} times"
-                );
+                assert!(releases >= 1, "a cancelled order's stock was not released");
+                unpaid += 1;
             }
             other => panic!("order ended {other:?}"),
         }
         assert_eq!(order.version, 1, "exactly one transition happened");
     }
+    // Exactly the unpaid orders' units are back (releases are idempotent per order id).
+    assert_eq!(releaser.stock.remaining(1), Some(unpaid));
+    assert!(store.unreleased(1000).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -188,7 +243,7 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
     let pool = pool(&dir).await;
     // Orders expire 30 ms after acceptance; payments and the sweeper race around that instant.
     let (store, requests) = created_orders(&pool, 30).await;
-    let releaser = Arc::new(CountingReleaser::default());
+    let releaser = InventoryReleaser::holding(&requests);
     let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
@@ -217,10 +272,10 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
     sweeper.await.unwrap();
     // One last sweep settles releases still owed.
     expiry::sweep(&*store, &*releaser, now_ms()).await.unwrap();
-    let released = releaser.0.lock().unwrap().clone();
+    let mut unpaid = 0;
     for (r, pay) in requests.iter().zip(pays) {
         let order = store.get(&r.order_id).await.unwrap().unwrap();
-        let releases = released.get(&r.order_id).copied().unwrap_or(0);
+        let releases = releaser.calls(&r.order_id);
         match order.status {
             OrderStatus::Paid => {
                 assert_eq!(pay, TransitionOutcome::Done);
@@ -232,12 +287,12 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
                     TransitionOutcome::Illegal,
                     "a refused payment must not be reported paid"
                 );
-                assert_eq!(
-                    releases, 1,
-                    "an expired order's stock released {releases} times"
-                );
+                assert!(releases >= 1, "an expired order's stock was not released");
+                unpaid += 1;
             }
             other => panic!("order ended {other:?}"),
         }
     }
+    assert_eq!(releaser.stock.remaining(1), Some(unpaid));
+    assert!(store.unreleased(1000).await.unwrap().is_empty());
 }

@@ -1,5 +1,6 @@
 //! Test harness: spawns the whole system (`flashsale dev` composition) in-process on ephemeral
-//! ports with its own data directory, and talks to it over real HTTP.
+//! ports with its own data directory ([`TestApp`]), or the real binary ([`spawn_binary`]), and
+//! talks to either over real HTTP ([`Api`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::SocketAddr;
@@ -15,10 +16,15 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password";
 pub const PASSWORD: &str = "customer-password";
 
-/// A running system and an HTTP client for it.
-pub struct TestApp {
+/// An HTTP client for a running gateway.
+pub struct Api {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+}
+
+/// A running in-process system and an HTTP client for it.
+pub struct TestApp {
+    api: Api,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
     pub data_dir: tempfile::TempDir,
@@ -61,13 +67,8 @@ impl TestApp {
         let handle = tokio::spawn(async move {
             app.run_until_stopped(stop).await.unwrap();
         });
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .build()
-            .unwrap();
         Self {
-            addr,
-            client,
+            api: Api::new(addr),
             shutdown,
             handle: Some(handle),
             data_dir,
@@ -80,6 +81,23 @@ impl TestApp {
         if let Some(h) = self.handle.take() {
             h.await.unwrap();
         }
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .build()
+            .unwrap();
+        Self { addr, client }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -251,6 +251,32 @@ fn transition_answer(reply: TransitionReply, verb: &str) -> Result<Json<Order>, 
     }
 }
 
+/// Which transition a request asks for.
+#[derive(Clone, Copy)]
+enum Transition {
+    Pay,
+    Cancel,
+}
+
+async fn transition(
+    state: &AppState,
+    user: &AuthUser,
+    ctx: &CallContext,
+    id: &str,
+    transition: Transition,
+) -> Result<Json<Order>, ApiError> {
+    let request = ctx.request(TransitionRequest {
+        order_id: parse_order_id(id)?,
+        user_id: user.user_id,
+    })?;
+    let mut orders = state.upstreams.orders.clone();
+    let (reply, verb) = match transition {
+        Transition::Pay => (ctx.run(orders.pay(request)).await?, "pay"),
+        Transition::Cancel => (ctx.run(orders.cancel(request)).await?, "cancel"),
+    };
+    transition_answer(reply, verb)
+}
+
 /// Pays an unpaid order.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/pay", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, description = "order id")),
@@ -262,15 +288,7 @@ pub async fn pay(
     ctx: CallContext,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let order_id = parse_order_id(&id)?;
-    let mut orders = state.upstreams.orders.clone();
-    let reply = ctx
-        .run(orders.pay(ctx.request(TransitionRequest {
-            order_id,
-            user_id: user.user_id,
-        })?))
-        .await?;
-    transition_answer(reply, "pay")
+    transition(&state, &user, &ctx, &id, Transition::Pay).await
 }
 
 /// Cancels an unpaid order and gives its stock back.
@@ -284,13 +302,5 @@ pub async fn cancel(
     ctx: CallContext,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let order_id = parse_order_id(&id)?;
-    let mut orders = state.upstreams.orders.clone();
-    let reply = ctx
-        .run(orders.cancel(ctx.request(TransitionRequest {
-            order_id,
-            user_id: user.user_id,
-        })?))
-        .await?;
-    transition_answer(reply, "cancel")
+    transition(&state, &user, &ctx, &id, Transition::Cancel).await
 }
