@@ -28,12 +28,14 @@ pub enum Command {
 /// Options of `flashsale dev`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// HTTP address of the gateway.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub http: SocketAddr,
-    /// Directory for the database and the signing key.
-    #[arg(long, default_value = "./flashsale-data")]
-    pub data_dir: PathBuf,
+    /// HTTP address of the gateway [default: 127.0.0.1:8080, or `http_addr` from the
+    /// configuration].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Directory for the database and the signing key [default: ./flashsale-data, or
+    /// `data_dir` from the configuration].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Options of `flashsale serve`.

@@ -131,6 +131,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks rules that span several sections.
+    pub fn check(&self) -> Result<(), String> {
+        if self.inventory.reservation_grace_ms <= self.order.max_accept_age_ms {
+            return Err(format!(
+                "inventory.reservation_grace_ms ({}) must exceed order.max_accept_age_ms ({}): \
+                 stock of a reservation may only be given back once its order can no longer be queued",
+                self.inventory.reservation_grace_ms, self.order.max_accept_age_ms
+            ));
+        }
+        if self.order.max_accept_age_ms <= self.gateway.budget_ms {
+            return Err(format!(
+                "order.max_accept_age_ms ({}) must exceed gateway.budget_ms ({})",
+                self.order.max_accept_age_ms, self.gateway.budget_ms
+            ));
+        }
+        Ok(())
+    }
+
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url
@@ -162,9 +180,32 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
     }
     figment = figment.merge(Env::prefixed("FLASHSALE_").split("__"));
     if let Command::Dev(dev) = &cli.command {
-        figment = figment
-            .merge(Serialized::default("http_addr", dev.http))
-            .merge(Serialized::default("data_dir", &dev.data_dir));
+        if let Some(http) = dev.http {
+            figment = figment.merge(Serialized::default("http_addr", http));
+        }
+        if let Some(dir) = &dev.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
     }
     figment.extract().map_err(|e| ConfigError(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_the_cross_section_checks() {
+        assert!(Config::default().check().is_ok());
+    }
+
+    #[test]
+    fn a_grace_shorter_than_the_queue_age_limit_is_refused() {
+        let mut config = Config::default();
+        config.inventory.reservation_grace_ms = config.order.max_accept_age_ms;
+        assert!(config.check().is_err());
+        let mut config = Config::default();
+        config.gateway.budget_ms = config.order.max_accept_age_ms;
+        assert!(config.check().is_err());
+    }
 }

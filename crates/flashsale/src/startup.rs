@@ -61,13 +61,16 @@ pub enum StartupError {
     Auth(#[from] flashsale_auth::service::AuthError),
     /// The inventory could not load its sales.
     #[error(transparent)]
-    Catalog(#[from] flashsale_inventory::catalog::CatalogError),
+    Inventory(#[from] flashsale_inventory::service::OpenError),
     /// The order queue could not open.
     #[error(transparent)]
     Queue(#[from] flashsale_order::queue::QueueError),
     /// A gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A server task panicked or was cancelled.
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartupError {
@@ -196,8 +199,9 @@ async fn build_order(
     inventory_addr: &str,
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
+    let max_age_ms = i64::try_from(config.order.max_accept_age_ms).unwrap_or(i64::MAX);
     let queue: Arc<dyn OrderQueue> =
-        JournalQueue::open(pool.clone(), config.order.journal_batch_max).await?;
+        JournalQueue::open(pool.clone(), config.order.journal_batch_max, max_age_ms).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(pool));
     let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
     let timeout_ms =
@@ -287,6 +291,7 @@ impl DevApp {
     /// Opens the database, binds every port and starts the gRPC services; the gateway starts
     /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
     pub async fn build(config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+        config.check().map_err(StartupError::Config)?;
         let pool = open_database(&config).await?;
         let keys = token_keys(&config, true).await?;
         let http = bind(&config.http_addr.to_string()).await?;
@@ -476,13 +481,25 @@ impl ServiceApp {
                     .map_err(io("gateway failed"))
             }
             Running::Grpc {
-                server,
+                mut server,
                 server_shutdown,
                 workers,
                 workers_shutdown,
             } => {
-                shutdown.cancelled().await;
+                let stopped_early = tokio::select! {
+                    () = shutdown.cancelled() => None,
+                    ended = &mut server => Some(ended),
+                };
                 server_shutdown.cancel();
+                if let Some(ended) = stopped_early {
+                    // The server ended on its own: stop the workers and exit with its error.
+                    workers_shutdown.cancel();
+                    join_all("background workers", workers).await;
+                    return match ended {
+                        Ok(result) => result.map_err(StartupError::Transport),
+                        Err(e) => Err(StartupError::Task(e)),
+                    };
+                }
                 join_all("grpc server", vec![server]).await;
                 workers_shutdown.cancel();
                 join_all("background workers", workers).await;

@@ -44,7 +44,7 @@ async fn rush_sells_exactly_the_stock_once_per_user() {
     // A generous budget: this test is about correctness under contention on a shared 2-core
     // debug build, where the default 500 ms budget would turn queueing into 504s. Latency is
     // measured by `flashsale bench`, not here.
-    let app = Arc::new(TestApp::spawn_with(|c| c.gateway.budget_ms = 30_000).await);
+    let app = Arc::new(TestApp::spawn_with(|c| c.gateway.budget_ms = 5_000).await);
     let sale = app.open_sale(STOCK, 1).await;
 
     // Prepare the buyers (not part of the rush).

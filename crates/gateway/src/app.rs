@@ -119,9 +119,10 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(from_fn(render_errors))
+                // Outside the budget and the panic guard, so 504s and 500s are counted too.
+                .layer(from_fn(record_metrics))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(from_fn_with_state(state.clone(), budget))
-                .layer(from_fn(record_metrics))
                 .layer(DefaultBodyLimit::max(state.config.body_limit_bytes)),
         )
         .with_state(state)

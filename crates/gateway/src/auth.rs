@@ -145,3 +145,23 @@ impl FromRequestParts<AppState> for AuthUser {
         })
     }
 }
+
+/// An authenticated admin; anyone else is refused with `403` before the body is read.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if user.admin {
+            Ok(Self(user))
+        } else {
+            Err(ApiError::forbidden("only admins may do this"))
+        }
+    }
+}

@@ -16,8 +16,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::{Catalog, CatalogError},
-    stock::StockStore,
+    stock::{StockError, StockStore},
 };
+
+/// Why a reconciliation pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The database could not be asked.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The stock backend failed.
+    #[error(transparent)]
+    Stock(#[from] StockError),
+}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +45,9 @@ pub async fn reconcile_once(
     stock: &dyn StockStore,
     now_ms: i64,
     grace: Duration,
-) -> Result<ReconcileReport, CatalogError> {
+) -> Result<ReconcileReport, ReconcileError> {
     let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    let due = stock.unconfirmed(cutoff);
+    let due = stock.unconfirmed(cutoff).await?;
     if due.is_empty() {
         return Ok(ReconcileReport::default());
     }
@@ -52,11 +63,11 @@ pub async fn reconcile_once(
         .map(|u| u.as_u128())
         .collect();
     let (found, orphans): (Vec<u128>, Vec<u128>) = due.into_iter().partition(|k| known.contains(k));
-    stock.confirm(&found);
-    let voided = orphans
-        .into_iter()
-        .filter(|k| stock.void(*k, cutoff))
-        .count();
+    stock.confirm(&found).await?;
+    let mut voided = 0;
+    for order in orphans {
+        voided += usize::from(stock.void(order, cutoff).await?);
+    }
     if voided > 0 {
         tracing::warn!(
             voided,

@@ -18,8 +18,19 @@ use crate::{
     catalog::{Catalog, CatalogError},
     config::InventoryConfig,
     sale::{NewSale, Sale},
-    stock::{ReserveOutcome, ReserveRequest, StockStore},
+    stock::{ReserveOutcome, ReserveRequest, StockError, StockStore},
 };
+
+/// Errors opening the service.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The catalog could not be read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The stock backend could not be loaded.
+    #[error(transparent)]
+    Stock(StockError),
+}
 
 /// The inventory service over a catalog and a stock store.
 #[derive(Clone)]
@@ -51,11 +62,14 @@ impl InventoryService {
     pub async fn open(
         catalog: Arc<dyn Catalog>,
         stock: Arc<dyn StockStore>,
-    ) -> Result<Self, CatalogError> {
+    ) -> Result<Self, OpenError> {
         let sales = catalog.list().await?;
         let reservations = catalog.load_reservations().await?;
         for sale in &sales {
-            stock.load(sale, &reservations);
+            stock
+                .load(sale, &reservations)
+                .await
+                .map_err(OpenError::Stock)?;
         }
         tracing::info!(
             sales = sales.len(),
@@ -89,17 +103,24 @@ impl InventoryService {
         InventoryServer::new(self)
     }
 
-    fn to_pb(&self, sale: &Sale) -> pb::Sale {
-        pb::Sale {
+    /// A sale with its live remaining stock.
+    async fn to_pb(&self, sale: Sale) -> Result<pb::Sale, Status> {
+        let remaining = self
+            .stock
+            .remaining(sale.id)
+            .await
+            .map_err(internal)?
+            .unwrap_or(0);
+        Ok(pb::Sale {
             id: sale.id,
-            name: sale.name.clone(),
+            name: sale.name,
             price_cents: sale.price_cents,
             stock: sale.stock,
-            remaining: self.stock.remaining(sale.id).unwrap_or(0),
+            remaining,
             per_user_limit: sale.per_user_limit,
             starts_at_ms: sale.starts_at_ms,
             ends_at_ms: sale.ends_at_ms,
-        }
+        })
     }
 }
 
@@ -120,11 +141,10 @@ impl Inventory for InventoryService {
         };
         new.validate().map_err(Status::invalid_argument)?;
         let sale = self.catalog.create(&new).await.map_err(internal)?;
-        self.stock.load(&sale, &[]);
-        let reply = self.to_pb(&sale);
+        self.stock.load(&sale, &[]).await.map_err(internal)?;
         tracing::info!(sale_id = sale.id, stock = sale.stock, "sale created");
-        self.sales.write().insert(sale.id, sale);
-        Ok(Response::new(reply))
+        self.sales.write().insert(sale.id, sale.clone());
+        Ok(Response::new(self.to_pb(sale).await?))
     }
 
     async fn get_sale(
@@ -132,7 +152,11 @@ impl Inventory for InventoryService {
         request: Request<pb::GetSaleRequest>,
     ) -> Result<Response<pb::GetSaleReply>, Status> {
         let id = request.into_inner().id;
-        let sale = self.sales.read().get(&id).map(|s| self.to_pb(s));
+        let sale = self.sales.read().get(&id).cloned();
+        let sale = match sale {
+            Some(sale) => Some(self.to_pb(sale).await?),
+            None => None,
+        };
         Ok(Response::new(pb::GetSaleReply { sale }))
     }
 
@@ -140,7 +164,11 @@ impl Inventory for InventoryService {
         &self,
         _request: Request<pb::ListSalesRequest>,
     ) -> Result<Response<pb::ListSalesReply>, Status> {
-        let sales = self.sales.read().values().map(|s| self.to_pb(s)).collect();
+        let all: Vec<Sale> = self.sales.read().values().cloned().collect();
+        let mut sales = Vec::with_capacity(all.len());
+        for sale in all {
+            sales.push(self.to_pb(sale).await?);
+        }
         Ok(Response::new(pb::ListSalesReply { sales }))
     }
 
@@ -153,13 +181,17 @@ impl Inventory for InventoryService {
             return Err(Status::invalid_argument("quantity must be at least 1"));
         }
         let order = parse_order_id(&r.order_id)?;
-        let decision = self.stock.reserve(ReserveRequest {
-            order,
-            sale_id: r.sale_id,
-            user_id: r.user_id,
-            quantity: r.quantity,
-            now_ms: flashsale_storage::now_ms(),
-        });
+        let decision = self
+            .stock
+            .reserve(ReserveRequest {
+                order,
+                sale_id: r.sale_id,
+                user_id: r.user_id,
+                quantity: r.quantity,
+                now_ms: flashsale_storage::now_ms(),
+            })
+            .await
+            .map_err(internal)?;
         let price_cents = self
             .sales
             .read()
@@ -188,7 +220,7 @@ impl Inventory for InventoryService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseReply>, Status> {
         let order = parse_order_id(&request.into_inner().order_id)?;
-        let released = self.stock.release(order);
+        let released = self.stock.release(order).await.map_err(internal)?;
         Ok(Response::new(pb::ReleaseReply { released }))
     }
 }

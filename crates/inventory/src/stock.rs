@@ -15,6 +15,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use async_trait::async_trait;
 use dashmap::{mapref::entry::Entry, DashMap};
 use parking_lot::Mutex;
 
@@ -68,23 +69,30 @@ pub struct ReserveDecision {
     pub remaining: i64,
 }
 
+/// A stock backend failed (e.g. its server is unreachable). The in-process backend never does.
+#[derive(Debug, thiserror::Error)]
+#[error("stock backend failed: {0}")]
+pub struct StockError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
 /// The stock fast path. Implementations must make `reserve` and `release` atomic.
+#[async_trait]
 pub trait StockStore: Send + Sync + 'static {
     /// Starts tracking a sale with its stored reservations (start-up rebuild or a new sale).
-    fn load(&self, sale: &Sale, reservations: &[StoredReservation]);
+    async fn load(&self, sale: &Sale, reservations: &[StoredReservation])
+        -> Result<(), StockError>;
     /// Decides a buy atomically.
-    fn reserve(&self, request: ReserveRequest) -> ReserveDecision;
+    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
     /// Gives a reservation's stock back; `true` only the first time for a held reservation.
-    fn release(&self, order: OrderKey) -> bool;
+    async fn release(&self, order: OrderKey) -> Result<bool, StockError>;
     /// Remaining stock of a sale, `None` when unknown.
-    fn remaining(&self, sale_id: i64) -> Option<i64>;
+    async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError>;
     /// Unconfirmed, unreleased reservations last touched at or before `before_ms`.
-    fn unconfirmed(&self, before_ms: i64) -> Vec<OrderKey>;
+    async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError>;
     /// Marks reservations whose orders are known to the database as confirmed.
-    fn confirm(&self, orders: &[OrderKey]);
+    async fn confirm(&self, orders: &[OrderKey]) -> Result<(), StockError>;
     /// Drops an unconfirmed reservation last touched at or before `before_ms` and gives its
     /// stock back; `false` when it was confirmed, released or touched since.
-    fn void(&self, order: OrderKey, before_ms: i64) -> bool;
+    async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError>;
 }
 
 #[derive(Debug)]
@@ -139,8 +147,8 @@ impl MemoryStock {
     }
 }
 
-impl StockStore for MemoryStock {
-    fn load(&self, sale: &Sale, reservations: &[StoredReservation]) {
+impl MemoryStock {
+    fn load_now(&self, sale: &Sale, reservations: &[StoredReservation]) {
         let mut state = SaleStock {
             remaining: sale.stock,
             per_user_limit: sale.per_user_limit,
@@ -178,7 +186,7 @@ impl StockStore for MemoryStock {
         self.sales.insert(sale.id, Arc::new(Mutex::new(state)));
     }
 
-    fn reserve(&self, req: ReserveRequest) -> ReserveDecision {
+    fn reserve_now(&self, req: ReserveRequest) -> ReserveDecision {
         let Some(sale) = self.sales.get(&req.sale_id).map(|s| Arc::clone(s.value())) else {
             return ReserveDecision {
                 outcome: ReserveOutcome::NotFound,
@@ -236,7 +244,7 @@ impl StockStore for MemoryStock {
         }
     }
 
-    fn release(&self, order: OrderKey) -> bool {
+    fn release_now(&self, order: OrderKey) -> bool {
         let Some(mut held) = self.holds.get_mut(&order) else {
             return false;
         };
@@ -251,11 +259,11 @@ impl StockStore for MemoryStock {
         true
     }
 
-    fn remaining(&self, sale_id: i64) -> Option<i64> {
+    fn remaining_now(&self, sale_id: i64) -> Option<i64> {
         self.sales.get(&sale_id).map(|s| s.lock().remaining)
     }
 
-    fn unconfirmed(&self, before_ms: i64) -> Vec<OrderKey> {
+    fn unconfirmed_now(&self, before_ms: i64) -> Vec<OrderKey> {
         self.holds
             .iter()
             .filter(|h| !h.confirmed && !h.released && h.touched_at_ms <= before_ms)
@@ -263,7 +271,7 @@ impl StockStore for MemoryStock {
             .collect()
     }
 
-    fn confirm(&self, orders: &[OrderKey]) {
+    fn confirm_now(&self, orders: &[OrderKey]) {
         for order in orders {
             if let Some(mut held) = self.holds.get_mut(order) {
                 held.confirmed = true;
@@ -271,7 +279,7 @@ impl StockStore for MemoryStock {
         }
     }
 
-    fn void(&self, order: OrderKey, before_ms: i64) -> bool {
+    fn void_now(&self, order: OrderKey, before_ms: i64) -> bool {
         let Entry::Occupied(held) = self.holds.entry(order) else {
             return false;
         };
@@ -284,6 +292,43 @@ impl StockStore for MemoryStock {
         }
         held.remove();
         true
+    }
+}
+
+#[async_trait]
+impl StockStore for MemoryStock {
+    async fn load(
+        &self,
+        sale: &Sale,
+        reservations: &[StoredReservation],
+    ) -> Result<(), StockError> {
+        self.load_now(sale, reservations);
+        Ok(())
+    }
+
+    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError> {
+        Ok(self.reserve_now(request))
+    }
+
+    async fn release(&self, order: OrderKey) -> Result<bool, StockError> {
+        Ok(self.release_now(order))
+    }
+
+    async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError> {
+        Ok(self.remaining_now(sale_id))
+    }
+
+    async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError> {
+        Ok(self.unconfirmed_now(before_ms))
+    }
+
+    async fn confirm(&self, orders: &[OrderKey]) -> Result<(), StockError> {
+        self.confirm_now(orders);
+        Ok(())
+    }
+
+    async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
+        Ok(self.void_now(order, before_ms))
     }
 }
 
@@ -313,30 +358,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn enforces_window_stock_and_limit() {
+    #[tokio::test]
+    async fn enforces_window_stock_and_limit() {
         let stock = MemoryStock::new();
-        stock.load(&sale(3, 2), &[]);
+        stock.load(&sale(3, 2), &[]).await.unwrap();
         let early = ReserveRequest {
             now_ms: 99,
             ..req(1, 1, 1)
         };
-        assert_eq!(stock.reserve(early).outcome, ReserveOutcome::NotStarted);
+        assert_eq!(
+            stock.reserve(early).await.unwrap().outcome,
+            ReserveOutcome::NotStarted
+        );
         let late = ReserveRequest {
             now_ms: 200,
             ..req(1, 1, 1)
         };
-        assert_eq!(stock.reserve(late).outcome, ReserveOutcome::Ended);
         assert_eq!(
-            stock.reserve(req(1, 1, 2)).outcome,
+            stock.reserve(late).await.unwrap().outcome,
+            ReserveOutcome::Ended
+        );
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
         assert_eq!(
-            stock.reserve(req(2, 1, 1)).outcome,
+            stock.reserve(req(2, 1, 1)).await.unwrap().outcome,
             ReserveOutcome::LimitReached
         );
-        assert_eq!(stock.reserve(req(3, 2, 2)).outcome, ReserveOutcome::SoldOut);
-        let last = stock.reserve(req(4, 2, 1));
+        assert_eq!(
+            stock.reserve(req(3, 2, 2)).await.unwrap().outcome,
+            ReserveOutcome::SoldOut
+        );
+        let last = stock.reserve(req(4, 2, 1)).await.unwrap();
         assert_eq!(
             (last.outcome, last.remaining),
             (ReserveOutcome::Reserved, 0)
@@ -345,79 +399,82 @@ mod tests {
             sale_id: 9,
             ..req(5, 1, 1)
         };
-        assert_eq!(stock.reserve(unknown).outcome, ReserveOutcome::NotFound);
+        assert_eq!(
+            stock.reserve(unknown).await.unwrap().outcome,
+            ReserveOutcome::NotFound
+        );
     }
 
-    #[test]
-    fn same_order_id_reserves_once_and_releases_once() {
+    #[tokio::test]
+    async fn same_order_id_reserves_once_and_releases_once() {
         let stock = MemoryStock::new();
-        stock.load(&sale(5, 5), &[]);
+        stock.load(&sale(5, 5), &[]).await.unwrap();
         assert_eq!(
-            stock.reserve(req(1, 1, 2)).outcome,
+            stock.reserve(req(1, 1, 2)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
         assert_eq!(
-            stock.reserve(req(1, 1, 2)).outcome,
+            stock.reserve(req(1, 1, 2)).await.unwrap().outcome,
             ReserveOutcome::AlreadyReserved
         );
         assert_eq!(
-            stock.reserve(req(1, 1, 3)).outcome,
+            stock.reserve(req(1, 1, 3)).await.unwrap().outcome,
             ReserveOutcome::Conflict
         );
-        assert_eq!(stock.remaining(1), Some(3));
-        assert!(stock.release(1));
-        assert!(!stock.release(1));
-        assert_eq!(stock.remaining(1), Some(5));
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(3));
+        assert!(stock.release(1).await.unwrap());
+        assert!(!stock.release(1).await.unwrap());
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(5));
         // A released order id stays spent: a replay does not take stock again.
         assert_eq!(
-            stock.reserve(req(1, 1, 2)).outcome,
+            stock.reserve(req(1, 1, 2)).await.unwrap().outcome,
             ReserveOutcome::AlreadyReserved
         );
-        assert_eq!(stock.remaining(1), Some(5));
-        assert!(!stock.release(42));
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(5));
+        assert!(!stock.release(42).await.unwrap());
     }
 
-    #[test]
-    fn unconfirmed_reservations_can_be_voided_once_and_retried() {
+    #[tokio::test]
+    async fn unconfirmed_reservations_can_be_voided_once_and_retried() {
         let stock = MemoryStock::new();
-        stock.load(&sale(2, 2), &[]);
+        stock.load(&sale(2, 2), &[]).await.unwrap();
         assert_eq!(
-            stock.reserve(req(1, 1, 1)).outcome,
+            stock.reserve(req(1, 1, 1)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
         assert_eq!(
-            stock.reserve(req(2, 2, 1)).outcome,
+            stock.reserve(req(2, 2, 1)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
-        assert_eq!(stock.unconfirmed(149), Vec::<u128>::new());
-        let mut due = stock.unconfirmed(150);
+        assert_eq!(stock.unconfirmed(149).await.unwrap(), Vec::<u128>::new());
+        let mut due = stock.unconfirmed(150).await.unwrap();
         due.sort_unstable();
         assert_eq!(due, vec![1, 2]);
-        stock.confirm(&[2]);
-        assert_eq!(stock.unconfirmed(150), vec![1]);
+        stock.confirm(&[2]).await.unwrap();
+        assert_eq!(stock.unconfirmed(150).await.unwrap(), vec![1]);
         // Touched after the cutoff: kept.
-        assert!(!stock.void(1, 149));
+        assert!(!stock.void(1, 149).await.unwrap());
         assert!(
-            !stock.void(2, 150),
+            !stock.void(2, 150).await.unwrap(),
             "confirmed reservations are never voided"
         );
-        assert!(stock.void(1, 150));
-        assert!(!stock.void(1, 150));
-        assert_eq!(stock.remaining(1), Some(1));
+        assert!(stock.void(1, 150).await.unwrap());
+        assert!(!stock.void(1, 150).await.unwrap());
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(1));
         // A retry of the voided order id reserves afresh.
         assert_eq!(
-            stock.reserve(req(1, 1, 1)).outcome,
+            stock.reserve(req(1, 1, 1)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
-        assert_eq!(stock.remaining(1), Some(0));
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(0));
     }
 
-    #[test]
-    fn a_retry_restarts_the_grace_period() {
+    #[tokio::test]
+    async fn a_retry_restarts_the_grace_period() {
         let stock = MemoryStock::new();
-        stock.load(&sale(2, 2), &[]);
+        stock.load(&sale(2, 2), &[]).await.unwrap();
         assert_eq!(
-            stock.reserve(req(1, 1, 1)).outcome,
+            stock.reserve(req(1, 1, 1)).await.unwrap().outcome,
             ReserveOutcome::Reserved
         );
         let retry = ReserveRequest {
@@ -425,15 +482,15 @@ mod tests {
             ..req(1, 1, 1)
         };
         assert_eq!(
-            stock.reserve(retry).outcome,
+            stock.reserve(retry).await.unwrap().outcome,
             ReserveOutcome::AlreadyReserved
         );
-        assert!(!stock.void(1, 180));
-        assert!(stock.void(1, 190));
+        assert!(!stock.void(1, 180).await.unwrap());
+        assert!(stock.void(1, 190).await.unwrap());
     }
 
-    #[test]
-    fn rebuild_counts_live_reservations_only() {
+    #[tokio::test]
+    async fn rebuild_counts_live_reservations_only() {
         let stock = MemoryStock::new();
         let id = |n: u128| uuid::Uuid::from_u128(n).to_string();
         let stored = [
@@ -459,38 +516,37 @@ mod tests {
                 released: false,
             },
         ];
-        stock.load(&sale(5, 2), &stored);
-        assert_eq!(stock.remaining(1), Some(3));
+        stock.load(&sale(5, 2), &stored).await.unwrap();
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(3));
         assert_eq!(
-            stock.reserve(req(9, 1, 1)).outcome,
+            stock.reserve(req(9, 1, 1)).await.unwrap().outcome,
             ReserveOutcome::LimitReached
         );
         assert_eq!(
-            stock.reserve(req(2, 2, 1)).outcome,
+            stock.reserve(req(2, 2, 1)).await.unwrap().outcome,
             ReserveOutcome::AlreadyReserved
         );
     }
 
-    #[test]
-    fn never_oversells_under_threads() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn never_oversells_under_concurrent_tasks() {
         let stock = Arc::new(MemoryStock::new());
-        stock.load(&sale(100, 1), &[]);
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
+        stock.load(&sale(100, 1), &[]).await.unwrap();
+        let handles: Vec<_> = (0..4000_i64)
+            .map(|user| {
                 let stock = Arc::clone(&stock);
-                std::thread::spawn(move || {
-                    (0..500)
-                        .filter(|i| {
-                            let user = i64::from(t * 500 + i);
-                            let order = u128::try_from(user).unwrap_or_default();
-                            stock.reserve(req(order, user, 1)).outcome == ReserveOutcome::Reserved
-                        })
-                        .count()
+                tokio::spawn(async move {
+                    let order = u128::try_from(user).unwrap_or_default();
+                    stock.reserve(req(order, user, 1)).await.unwrap().outcome
+                        == ReserveOutcome::Reserved
                 })
             })
             .collect();
-        let sold: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let mut sold = 0;
+        for h in handles {
+            sold += usize::from(h.await.unwrap());
+        }
         assert_eq!(sold, 100);
-        assert_eq!(stock.remaining(1), Some(0));
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(0));
     }
 }

@@ -37,16 +37,19 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
         .await
         .unwrap();
     let stock = MemoryStock::new();
-    stock.load(&sale, &[]);
+    stock.load(&sale, &[]).await.unwrap();
     let (queued, orphan) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for (order, user) in [(queued, 1), (orphan, 2)] {
-        let d = stock.reserve(ReserveRequest {
-            order: order.as_u128(),
-            sale_id: sale.id,
-            user_id: user,
-            quantity: 2,
-            now_ms: now,
-        });
+        let d = stock
+            .reserve(ReserveRequest {
+                order: order.as_u128(),
+                sale_id: sale.id,
+                user_id: user,
+                quantity: 2,
+                now_ms: now,
+            })
+            .await
+            .unwrap();
         assert_eq!(d.outcome, ReserveOutcome::Reserved);
     }
     sqlx::query(
@@ -59,7 +62,7 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
     .execute(&pool)
     .await
     .unwrap();
-    assert_eq!(stock.remaining(sale.id), Some(6));
+    assert_eq!(stock.remaining(sale.id).await.unwrap(), Some(6));
 
     let grace = Duration::from_secs(30);
     // Within the grace period nothing is touched.
@@ -71,7 +74,7 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
         .await
         .unwrap();
     assert_eq!((report.confirmed, report.voided), (1, 1));
-    assert_eq!(stock.remaining(sale.id), Some(8));
+    assert_eq!(stock.remaining(sale.id).await.unwrap(), Some(8));
     // A second pass finds nothing left to do.
     let again = reconcile_once(&catalog, &stock, now + 62_000, grace)
         .await
@@ -81,6 +84,6 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
     // A restart rebuilds the same numbers from the database alone.
     let rebuilt = Arc::new(MemoryStock::new());
     let reservations = catalog.load_reservations().await.unwrap();
-    rebuilt.load(&sale, &reservations);
-    assert_eq!(rebuilt.remaining(sale.id), Some(8));
+    rebuilt.load(&sale, &reservations).await.unwrap();
+    assert_eq!(rebuilt.remaining(sale.id).await.unwrap(), Some(8));
 }

@@ -14,6 +14,9 @@ pub struct OrderConfig {
     pub journal_batch_max: usize,
     /// How often the expiry sweeper runs, in milliseconds.
     pub expiry_interval_ms: u64,
+    /// Oldest accepted order request (by its acceptance time) the queue still commits, in
+    /// milliseconds. Must stay below the inventory's `reservation_grace_ms`.
+    pub max_accept_age_ms: u64,
 }
 
 impl Default for OrderConfig {
@@ -23,6 +26,7 @@ impl Default for OrderConfig {
             batch_max: 512,
             journal_batch_max: 1024,
             expiry_interval_ms: 1000,
+            max_accept_age_ms: 10_000,
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("order queue is closed")]
     Closed,
+    /// The request was accepted too long ago to be queued now (see [`JournalQueue::open`]).
+    #[error("order request accepted {age_ms} ms ago is too old to queue")]
+    Stale {
+        /// How old it was.
+        age_ms: i64,
+    },
 }
 
 /// A durable queue of order requests.
@@ -88,7 +94,16 @@ const SELECT_JOURNAL: &str = "SELECT order_id, user_id, sale_id, quantity, price
 impl JournalQueue {
     /// Opens the journal: requests left by a previous run are delivered again first. The writer
     /// task stops when the queue is dropped, after committing what it had.
-    pub async fn open(pool: SqlitePool, batch_max: usize) -> Result<Arc<Self>, QueueError> {
+    ///
+    /// A request whose `accepted_at_ms` is more than `max_age_ms` old when its turn to be
+    /// committed comes is refused ([`QueueError::Stale`]) instead: its caller has long given
+    /// up, and the inventory may give its stock back once a reservation is older than its grace
+    /// period. Refusing late commits is what makes that safe (grace > `max_age_ms`).
+    pub async fn open(
+        pool: SqlitePool,
+        batch_max: usize,
+        max_age_ms: i64,
+    ) -> Result<Arc<Self>, QueueError> {
         let leftover: Vec<JournalRow> =
             sqlx::query_as(&format!("{SELECT_JOURNAL} ORDER BY accepted_at_ms"))
                 .fetch_all(&pool)
@@ -110,6 +125,7 @@ impl JournalQueue {
             deliver_tx,
             Arc::clone(&depth),
             batch_max.max(1),
+            max_age_ms,
         ));
         Ok(Arc::new(Self {
             pool,
@@ -127,9 +143,23 @@ async fn write_journal(
     deliver_tx: mpsc::UnboundedSender<OrderRequest>,
     depth: Arc<AtomicI64>,
     batch_max: usize,
+    max_age_ms: i64,
 ) {
     let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
     while publish_rx.recv_many(&mut batch, batch_max).await > 0 {
+        let now = flashsale_storage::now_ms();
+        let (fresh, stale): (Vec<Publish>, Vec<Publish>) = batch
+            .drain(..)
+            .partition(|(request, _)| now - request.accepted_at_ms <= max_age_ms);
+        for (request, reply) in stale {
+            let age_ms = now - request.accepted_at_ms;
+            tracing::warn!(order_id = %request.order_id, age_ms, "refused a stale order request");
+            let _ = reply.send(Err(QueueError::Stale { age_ms }));
+        }
+        batch = fresh;
+        if batch.is_empty() {
+            continue;
+        }
         let result = insert_journal(&pool, &batch).await;
         match result {
             Ok(()) => {

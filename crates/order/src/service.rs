@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     expiry::release_stock,
     model::{Order, OrderRequest, OrderStatus},
-    queue::OrderQueue,
+    queue::{OrderQueue, QueueError},
     release::StockReleaser,
     store::OrderStore,
 };
@@ -180,9 +180,12 @@ impl Orders for OrderService {
                 accepted_at_ms: order.accepted_at_ms,
             })
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "order publish failed");
-                Status::unavailable("order queue unavailable")
+            .map_err(|e| match e {
+                QueueError::Stale { .. } => Status::deadline_exceeded(e.to_string()),
+                e => {
+                    tracing::error!(error = %e, "order publish failed");
+                    Status::unavailable("order queue unavailable")
+                }
             })?;
         Ok(Response::new(pb::SubmitReply {}))
     }

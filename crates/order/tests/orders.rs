@@ -19,7 +19,7 @@ use flashsale_inventory::{
 use flashsale_order::{
     expiry,
     model::{OrderRequest, OrderStatus},
-    queue::{JournalQueue, OrderQueue},
+    queue::{JournalQueue, OrderQueue, QueueError},
     release::{ReleaseError, StockReleaser},
     store::{OrderStore, SqlOrderStore},
     OrderService,
@@ -57,32 +57,38 @@ struct InventoryReleaser {
 }
 
 impl InventoryReleaser {
-    fn holding(requests: &[OrderRequest]) -> Arc<Self> {
+    async fn holding(requests: &[OrderRequest]) -> Arc<Self> {
         let stock = MemoryStock::new();
         let now = now_ms();
-        stock.load(
-            &Sale {
-                id: 1,
-                name: "item".into(),
-                price_cents: 100,
-                stock: RACES as i64,
-                per_user_limit: 1,
-                starts_at_ms: now - 1000,
-                ends_at_ms: now + 3_600_000,
-            },
-            &[],
-        );
+        stock
+            .load(
+                &Sale {
+                    id: 1,
+                    name: "item".into(),
+                    price_cents: 100,
+                    stock: RACES as i64,
+                    per_user_limit: 1,
+                    starts_at_ms: now - 1000,
+                    ends_at_ms: now + 3_600_000,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
         for r in requests {
-            let d = stock.reserve(ReserveRequest {
-                order: uuid::Uuid::parse_str(&r.order_id).unwrap().as_u128(),
-                sale_id: 1,
-                user_id: r.user_id,
-                quantity: 1,
-                now_ms: now,
-            });
+            let d = stock
+                .reserve(ReserveRequest {
+                    order: uuid::Uuid::parse_str(&r.order_id).unwrap().as_u128(),
+                    sale_id: 1,
+                    user_id: r.user_id,
+                    quantity: 1,
+                    now_ms: now,
+                })
+                .await
+                .unwrap();
             assert_eq!(d.outcome, ReserveOutcome::Reserved);
         }
-        assert_eq!(stock.remaining(1), Some(0));
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(0));
         Arc::new(Self {
             stock,
             calls: Mutex::new(HashMap::new()),
@@ -109,7 +115,9 @@ impl StockReleaser for InventoryReleaser {
             .entry(order_id.to_owned())
             .or_default() += 1;
         self.stock
-            .release(uuid::Uuid::parse_str(order_id).unwrap().as_u128());
+            .release(uuid::Uuid::parse_str(order_id).unwrap().as_u128())
+            .await
+            .unwrap();
         Ok(())
     }
 }
@@ -120,7 +128,7 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
     let pool = pool(&dir).await;
     let store = SqlOrderStore::new(pool.clone());
     {
-        let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+        let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
         for n in 0..5 {
             // Every request published twice, as a retrying gateway would.
             queue.publish(request(n)).await.unwrap();
@@ -131,7 +139,7 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
         // Written but never acknowledged: a crash between commit and ack.
         store.insert_batch(&batch, 60_000).await.unwrap();
     }
-    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
     let redelivered = queue.next_batch(100).await.unwrap();
     assert_eq!(
         redelivered.len(),
@@ -154,6 +162,26 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
     let mut clash = request(0);
     clash.order_id = uuid::Uuid::new_v4().to_string();
     assert_eq!(store.insert_batch(&[clash], 60_000).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn stale_requests_are_refused_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir).await;
+    let queue = JournalQueue::open(pool.clone(), 64, 10_000).await.unwrap();
+    let mut stale = request(1);
+    stale.accepted_at_ms -= 20_000;
+    let refused = queue.publish(stale).await.unwrap_err();
+    assert!(
+        matches!(refused, QueueError::Stale { age_ms } if age_ms >= 20_000),
+        "{refused:?}"
+    );
+    queue.publish(request(2)).await.unwrap();
+    let queued: Vec<(String,)> = sqlx::query_as("SELECT order_id FROM order_queue")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, vec![(request(2).order_id,)]);
 }
 
 const RACES: usize = 300;
@@ -182,8 +210,8 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
     let dir = tempfile::tempdir().unwrap();
     let pool = pool(&dir).await;
     let (store, requests) = created_orders(&pool, 600_000).await;
-    let releaser = InventoryReleaser::holding(&requests);
-    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let releaser = InventoryReleaser::holding(&requests).await;
+    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
     let tasks: Vec<_> = requests
@@ -233,7 +261,7 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
         assert_eq!(order.version, 1, "exactly one transition happened");
     }
     // Exactly the unpaid orders' units are back (releases are idempotent per order id).
-    assert_eq!(releaser.stock.remaining(1), Some(unpaid));
+    assert_eq!(releaser.stock.remaining(1).await.unwrap(), Some(unpaid));
     assert!(store.unreleased(1000).await.unwrap().is_empty());
 }
 
@@ -243,8 +271,8 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
     let pool = pool(&dir).await;
     // Orders expire 30 ms after acceptance; payments and the sweeper race around that instant.
     let (store, requests) = created_orders(&pool, 30).await;
-    let releaser = InventoryReleaser::holding(&requests);
-    let queue = JournalQueue::open(pool.clone(), 64).await.unwrap();
+    let releaser = InventoryReleaser::holding(&requests).await;
+    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
     let sweeper = {
@@ -293,6 +321,6 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
             other => panic!("order ended {other:?}"),
         }
     }
-    assert_eq!(releaser.stock.remaining(1), Some(unpaid));
+    assert_eq!(releaser.stock.remaining(1).await.unwrap(), Some(unpaid));
     assert!(store.unreleased(1000).await.unwrap().is_empty());
 }

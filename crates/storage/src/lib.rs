@@ -64,12 +64,28 @@ pub async fn connect(
         .connect_with(options)
         .await
         .map_err(StorageError::Connect)?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .map_err(StorageError::Migrate)?;
+    migrate(&pool).await?;
     tracing::debug!(url, "database ready");
     Ok(pool)
+}
+
+/// Applies the migrations. Several processes may start on one fresh database at once (the
+/// services of `flashsale serve`); SQLite migrations take no lock, so a process that loses the
+/// race fails on a table the winner just created. It then simply tries again: the winner's
+/// migration is recorded by then and is skipped.
+async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
+    let mut attempt = 0;
+    loop {
+        match sqlx::migrate!("./migrations").run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(StorageError::Migrate(e)),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time unit stored in every table.

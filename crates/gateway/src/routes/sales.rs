@@ -6,7 +6,7 @@ use flashsale_proto::inventory::{CreateSaleRequest, GetSaleRequest, ListSalesReq
 use crate::{
     api::{NewSale, Sale},
     app::AppState,
-    auth::AuthUser,
+    auth::AdminUser,
     error::{ApiError, ErrorBody},
     extract::{ApiJson, ApiPath},
     upstream::CallContext,
@@ -23,13 +23,10 @@ use crate::{
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    user: AuthUser,
+    AdminUser(user): AdminUser,
     ctx: CallContext,
     ApiJson(body): ApiJson<NewSale>,
 ) -> Result<(StatusCode, Json<Sale>), ApiError> {
-    if !user.admin {
-        return Err(ApiError::forbidden("only admins may create sales"));
-    }
     let mut inventory = state.upstreams.inventory.clone();
     let sale = ctx
         .run(inventory.create_sale(ctx.request(CreateSaleRequest {
