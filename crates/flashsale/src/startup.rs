@@ -399,6 +399,7 @@ impl ServiceApp {
         config: Config,
         metrics: PrometheusHandle,
     ) -> Result<Self, StartupError> {
+        config.check().map_err(StartupError::Config)?;
         let server_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
         let (addr, server, workers) = match service {

@@ -29,6 +29,9 @@ pub enum QueueError {
     /// The journal could not be written or read.
     #[error("order journal failed: {0}")]
     Storage(#[from] sqlx::Error),
+    /// A group commit failed; every request in the batch gets the same cause.
+    #[error("order journal commit failed: {0}")]
+    Commit(#[source] Arc<sqlx::Error>),
     /// The queue is shutting down.
     #[error("order queue is closed")]
     Closed,
@@ -162,9 +165,9 @@ async fn write_journal(
         }
         let result = insert_journal(&pool, &batch).await;
         match result {
-            Ok(()) => {
+            Ok(new) => {
+                depth.fetch_add(i64::try_from(new).unwrap_or(0), Ordering::Relaxed);
                 for (request, reply) in batch.drain(..) {
-                    depth.fetch_add(1, Ordering::Relaxed);
                     // A closed consumer is fine: the journal redelivers at the next start.
                     let _ = deliver_tx.send(request);
                     let _ = reply.send(Ok(()));
@@ -172,17 +175,23 @@ async fn write_journal(
             }
             Err(e) => {
                 tracing::error!(error = %e, size = batch.len(), "order journal commit failed");
+                let cause = Arc::new(e);
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(QueueError::Storage(sqlx::Error::WorkerCrashed)));
+                    let _ = reply.send(Err(QueueError::Commit(Arc::clone(&cause))));
                 }
             }
         }
-        metrics::gauge!(flashsale_telemetry::metrics::QUEUE_DEPTH)
-            .set(depth.load(Ordering::Relaxed) as f64);
+        report_depth(&depth);
     }
 }
 
-async fn insert_journal(pool: &SqlitePool, batch: &[Publish]) -> Result<(), sqlx::Error> {
+fn report_depth(depth: &AtomicI64) {
+    metrics::gauge!(flashsale_telemetry::metrics::QUEUE_DEPTH)
+        .set(depth.load(Ordering::Relaxed) as f64);
+}
+
+/// Appends a batch in one statement; returns how many requests were new to the journal.
+async fn insert_journal(pool: &SqlitePool, batch: &[Publish]) -> Result<u64, sqlx::Error> {
     let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
         "INSERT INTO order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms) ",
     );
@@ -196,8 +205,7 @@ async fn insert_journal(pool: &SqlitePool, batch: &[Publish]) -> Result<(), sqlx
             .push_bind(r.accepted_at_ms);
     });
     qb.push(" ON CONFLICT (order_id) DO NOTHING");
-    qb.build().execute(pool).await?;
-    Ok(())
+    Ok(qb.build().execute(pool).await?.rows_affected())
 }
 
 #[async_trait]
@@ -244,6 +252,7 @@ impl OrderQueue for JournalQueue {
         let deleted = qb.build().execute(&self.pool).await?.rows_affected();
         self.depth
             .fetch_sub(i64::try_from(deleted).unwrap_or(0), Ordering::Relaxed);
+        report_depth(&self.depth);
         Ok(())
     }
 
