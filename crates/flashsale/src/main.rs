@@ -2,6 +2,11 @@
 //! install telemetry, then hand over to [`flashsale::startup`].
 
 use clap::Parser;
+
+/// mimalloc instead of glibc malloc: the request path allocates small, short-lived buffers on
+/// every worker thread, where glibc's arenas cost ~15% of CPU in a rush (measured with perf).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use flashsale::cli::{Cli, Command};
 
 #[tokio::main]

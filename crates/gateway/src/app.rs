@@ -89,7 +89,8 @@ impl AppState {
     }
 }
 
-/// The gateway's router with all middleware.
+/// The gateway's routes with the middleware that needs the matched route (metrics) or runs per
+/// handler (panic guard, budget, body limit). [`app`] wraps it in the per-connection layers.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/users", post(users::register))
@@ -112,13 +113,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(from_fn(ensure_trace))
-                .layer(
-                    TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(from_fn(render_errors))
                 // Outside the budget and the panic guard, so 504s and 500s are counted too.
                 .layer(from_fn(record_metrics))
                 .layer(CatchPanicLayer::custom(panic_response))
@@ -126,6 +120,29 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(state.config.body_limit_bytes)),
         )
         .with_state(state)
+}
+
+/// The whole gateway: [`router`] inside request id, trace context, request span and JSON error
+/// rendering. These wrap the router once per connection rather than once per route, so a
+/// request does not clone them.
+pub fn app(
+    state: AppState,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(from_fn(ensure_trace))
+        .layer(TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span))
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(from_fn(render_errors))
+        .service(router(state))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then finishes in-flight
@@ -145,7 +162,9 @@ pub async fn serve(
             }
         })
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app(state));
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
