@@ -2,7 +2,9 @@
 //!
 //! Hashes are PHC strings (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), so the parameters travel with
 //! each hash and can be raised later without invalidating old ones. Hashing costs tens of
-//! milliseconds of CPU by design; it runs on tokio's blocking pool. Logins for unknown emails
+//! milliseconds of CPU and ~19 MiB of memory by design; it runs on tokio's blocking pool, at most
+//! one hash per CPU at a time (a login surge queues instead of exhausting memory; a queued
+//! request whose deadline passes gives up its place). Logins for unknown emails
 //! verify against a dummy hash so that they take as long as real ones (no user enumeration by
 //! timing).
 
@@ -10,7 +12,10 @@ use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Algorithm, Argon2, Params, Version,
 };
+use std::sync::Arc;
+
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 /// Argon2id cost parameters. The default is OWASP's minimum recommendation
 /// (19 MiB, 2 iterations, 1 lane).
@@ -47,6 +52,9 @@ pub enum PasswordError {
     /// The blocking task was cancelled or panicked.
     #[error("password hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The hasher was shut down.
+    #[error("password hasher closed")]
+    Closed,
 }
 
 /// Hashes and verifies passwords with fixed parameters.
@@ -54,6 +62,8 @@ pub enum PasswordError {
 pub struct PasswordHasherPool {
     argon: Argon2<'static>,
     dummy_hash: String,
+    /// One permit per hash allowed to run at once.
+    running: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PasswordHasherPool {
@@ -74,13 +84,36 @@ impl PasswordHasherPool {
         .map_err(PasswordError::Params)?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_with(&argon, "dummy password for unknown users")?;
-        Ok(Self { argon, dummy_hash })
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Ok(Self {
+            argon,
+            dummy_hash,
+            running: Arc::new(Semaphore::new(cpus)),
+        })
+    }
+
+    /// Runs one hashing job on the blocking pool once a permit is free. The permit moves into
+    /// the job, so it is held until the hash is done even if the caller stops waiting.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::Closed)?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let result = job();
+            drop(permit);
+            result
+        })
+        .await?)
     }
 
     /// Hashes a password on the blocking pool.
     pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
         let argon = self.argon.clone();
-        tokio::task::spawn_blocking(move || hash_with(&argon, &password)).await?
+        self.run(move || hash_with(&argon, &password)).await?
     }
 
     /// Verifies a password against a stored hash on the blocking pool; with `None` (unknown
@@ -93,13 +126,14 @@ impl PasswordHasherPool {
         let argon = self.argon.clone();
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || {
-            // A stored hash that does not parse matches nothing.
-            PasswordHash::new(&hash)
-                .map(|parsed| argon.verify_password(password.as_bytes(), &parsed).is_ok())
-                .unwrap_or(false)
-        })
-        .await?;
+        let ok = self
+            .run(move || {
+                // A stored hash that does not parse matches nothing.
+                PasswordHash::new(&hash)
+                    .map(|parsed| argon.verify_password(password.as_bytes(), &parsed).is_ok())
+                    .unwrap_or(false)
+            })
+            .await?;
         Ok(ok && known)
     }
 }

@@ -133,12 +133,32 @@ impl Default for Config {
 impl Config {
     /// Checks rules that span several sections.
     pub fn check(&self) -> Result<(), String> {
-        if self.inventory.reservation_grace_ms <= self.order.max_accept_age_ms {
+        // A request that passed the queue's age check may still wait for the database write
+        // lock before it commits; the grace period must outlast both, with room to spare.
+        let lock_wait_ms =
+            u64::try_from(flashsale_storage::BUSY_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let needed = self
+            .order
+            .max_accept_age_ms
+            .saturating_add(lock_wait_ms)
+            .saturating_add(GRACE_MARGIN_MS);
+        if self.inventory.reservation_grace_ms < needed {
             return Err(format!(
-                "inventory.reservation_grace_ms ({}) must exceed order.max_accept_age_ms ({}): \
-                 stock of a reservation may only be given back once its order can no longer be queued",
+                "inventory.reservation_grace_ms ({}) must be at least order.max_accept_age_ms ({}) + \
+                 the database lock wait ({lock_wait_ms}) + {GRACE_MARGIN_MS}: stock of a reservation may only \
+                 be given back once its order can no longer be queued",
                 self.inventory.reservation_grace_ms, self.order.max_accept_age_ms
             ));
+        }
+        // Each journal row binds 7 values and each order row 11; SQLite allows 32766 per statement.
+        if self.order.journal_batch_max == 0
+            || self.order.journal_batch_max > 4000
+            || self.order.batch_max == 0
+            || self.order.batch_max > 2500
+        {
+            return Err(
+                "order.journal_batch_max must be 1..=4000 and order.batch_max 1..=2500".into(),
+            );
         }
         if self.order.max_accept_age_ms <= self.gateway.budget_ms {
             return Err(format!(
@@ -165,6 +185,9 @@ pub struct ConfigError(#[from] Box<figment::Error>);
 /// The loopback networks `flashsale dev` trusts as proxies by default, so a local load test can
 /// simulate many clients with `X-Forwarded-For`.
 pub const DEV_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// Slack between the latest possible journal commit and the voiding of a reservation.
+const GRACE_MARGIN_MS: u64 = 5_000;
 
 /// Loads the configuration for a command line.
 pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
@@ -205,7 +228,14 @@ mod tests {
         config.inventory.reservation_grace_ms = config.order.max_accept_age_ms;
         assert!(config.check().is_err());
         let mut config = Config::default();
+        // Longer than the age limit, but not by the database lock wait.
+        config.inventory.reservation_grace_ms = config.order.max_accept_age_ms + 1_000;
+        assert!(config.check().is_err());
+        let mut config = Config::default();
         config.gateway.budget_ms = config.order.max_accept_age_ms;
+        assert!(config.check().is_err());
+        let mut config = Config::default();
+        config.order.journal_batch_max = 10_000;
         assert!(config.check().is_err());
     }
 }

@@ -266,6 +266,26 @@ async fn join_all<T>(what: &str, handles: Vec<JoinHandle<T>>) {
     }
 }
 
+/// Serves the gateway until `shutdown`, then lets in-flight requests finish for up to [`GRACE`].
+async fn serve_gateway(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: &CancellationToken,
+) -> Result<(), StartupError> {
+    let serve = flashsale_gateway::app::serve(listener, state, shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(GRACE).await;
+    };
+    tokio::select! {
+        result = serve => result.map_err(io("gateway failed")),
+        () = grace => {
+            tracing::warn!("gateway requests still running after the grace period");
+            Ok(())
+        }
+    }
+}
+
 /// The whole system in one process: gateway, auth, inventory and order, each on its own port.
 pub struct DevApp {
     http: TcpListener,
@@ -343,16 +363,7 @@ impl DevApp {
 
     /// Serves until `shutdown` is cancelled, then drains: gateway, gRPC servers, order workers.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let stop = shutdown.clone();
-        let serve = flashsale_gateway::app::serve(self.http, self.gateway, stop.cancelled_owned());
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(GRACE).await;
-        };
-        tokio::select! {
-            result = serve => result.map_err(io("gateway failed"))?,
-            () = grace => tracing::warn!("gateway requests still running after the grace period"),
-        }
+        serve_gateway(self.http, self.gateway, &shutdown).await?;
         self.servers_shutdown.cancel();
         join_all("grpc servers", self.servers).await;
         self.workers_shutdown.cancel();
@@ -476,11 +487,7 @@ impl ServiceApp {
     /// Serves until `shutdown` is cancelled, then drains (server first, then workers).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         match self.running {
-            Running::Gateway { listener, state } => {
-                flashsale_gateway::app::serve(listener, state, shutdown.cancelled_owned())
-                    .await
-                    .map_err(io("gateway failed"))
-            }
+            Running::Gateway { listener, state } => serve_gateway(listener, state, &shutdown).await,
             Running::Grpc {
                 mut server,
                 server_shutdown,

@@ -1842,3 +1842,59 @@ async fn unknown_routes_and_wrong_methods_are_json_errors() {
     assert_eq!(r.headers()["x-request-id"], "my-request-42");
     assert_eq!(body(r).await["error"]["request_id"], "my-request-42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_sale_ended_still_names_the_accepted_order() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let now = Utc::now();
+    let sale = body(
+        create_sale(
+            &app,
+            &admin,
+            &sale_body(
+                100,
+                10,
+                now - chrono::Duration::minutes(1),
+                now + chrono::Duration::seconds(2),
+            ),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let token = app.customer("late@example.com", &ip(41)).await;
+    let r = app.buy(sale, &token, &ip(41), "before-the-end").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let order = body(r).await["order_id"].as_str().unwrap().to_owned();
+
+    // Wait (bounded) until the sale is over for a new buy (probed by another shopper).
+    let prober = app.customer("prober@example.com", &ip(42)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = app
+            .buy(
+                sale,
+                &prober,
+                &ip(42),
+                &format!("probe-{}", Utc::now().timestamp_millis()),
+            )
+            .await;
+        if r.status() == StatusCode::CONFLICT {
+            assert_eq!(error_code(r, StatusCode::CONFLICT).await, "sale_ended");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sale never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    // The client never saw its first answer and retries: same order, no new stock taken.
+    let before = remaining(&app, sale).await;
+    let r = app.buy(sale, &token, &ip(41), "before-the-end").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(body(r).await["order_id"], order.as_str());
+    assert_eq!(remaining(&app, sale).await, before);
+}

@@ -141,9 +141,10 @@ impl Inventory for InventoryService {
         };
         new.validate().map_err(Status::invalid_argument)?;
         let sale = self.catalog.create(&new).await.map_err(internal)?;
+        // Known (with its price) before its stock can be reserved.
+        self.sales.write().insert(sale.id, sale.clone());
         self.stock.load(&sale, &[]).await.map_err(internal)?;
         tracing::info!(sale_id = sale.id, stock = sale.stock, "sale created");
-        self.sales.write().insert(sale.id, sale.clone());
         Ok(Response::new(self.to_pb(sale).await?))
     }
 

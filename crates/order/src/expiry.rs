@@ -64,22 +64,26 @@ pub async fn sweep(
         tracing::info!(expired, "unpaid orders expired");
     }
     for order in store.unreleased(SWEEP_LIMIT).await? {
-        release_stock(store, releaser, &order.id).await?;
+        if !release_stock(store, releaser, &order.id).await? {
+            // The inventory is unreachable: stop here rather than wait out every timeout.
+            break;
+        }
     }
     Ok(expired)
 }
 
-/// Releases one order's stock and records it; a failed release is left for the next sweep.
+/// Releases one order's stock and records it. Returns `false` when the release failed (logged;
+/// left for the next sweep).
 pub async fn release_stock(
     store: &dyn OrderStore,
     releaser: &dyn StockReleaser,
     order_id: &str,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     match releaser.release(order_id).await {
-        Ok(()) => store.mark_released(order_id).await,
+        Ok(()) => store.mark_released(order_id).await.map(|()| true),
         Err(e) => {
             tracing::warn!(error = %e, order_id, "stock release failed; will retry");
-            Ok(())
+            Ok(false)
         }
     }
 }

@@ -153,9 +153,9 @@ async fn write_journal(
         let now = flashsale_storage::now_ms();
         let (fresh, stale): (Vec<Publish>, Vec<Publish>) = batch
             .drain(..)
-            .partition(|(request, _)| now - request.accepted_at_ms <= max_age_ms);
+            .partition(|(request, _)| now.saturating_sub(request.accepted_at_ms) <= max_age_ms);
         for (request, reply) in stale {
-            let age_ms = now - request.accepted_at_ms;
+            let age_ms = now.saturating_sub(request.accepted_at_ms);
             tracing::warn!(order_id = %request.order_id, age_ms, "refused a stale order request");
             let _ = reply.send(Err(QueueError::Stale { age_ms }));
         }

@@ -64,6 +64,9 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
     }
 }
 
+/// How far in the future an order request's acceptance time may be (clocks of other machines).
+const MAX_CLOCK_SKEW_MS: i64 = 5_000;
+
 /// Most attempts at a transition that keeps losing optimistic-locking races.
 const TRANSITION_ATTEMPTS: usize = 8;
 
@@ -87,14 +90,19 @@ impl OrderService {
     }
 
     /// The user's order, persisted or still queued.
+    ///
+    /// The queue is read first: the consumer writes an order before it removes the request from
+    /// the queue, so a request missing from the queue is already in the table. (Reading the
+    /// table first could miss both while the consumer moves it.)
     async fn find(&self, order_id: &str, user_id: i64) -> Result<Option<Order>, Status> {
-        if let Some(order) = self.store.get(order_id).await.map_err(internal)? {
-            return Ok(Some(order).filter(|o| o.user_id == user_id));
+        if let Some(queued) = self.queue.find(order_id).await.map_err(internal)? {
+            if let Some(order) = self.store.get(order_id).await.map_err(internal)? {
+                return Ok(Some(order).filter(|o| o.user_id == user_id));
+            }
+            return Ok(Some(Order::pending(&queued)).filter(|o| o.user_id == user_id));
         }
-        let queued = self.queue.find(order_id).await.map_err(internal)?;
-        Ok(queued
-            .filter(|r| r.user_id == user_id)
-            .map(|r| Order::pending(&r)))
+        let order = self.store.get(order_id).await.map_err(internal)?;
+        Ok(order.filter(|o| o.user_id == user_id))
     }
 
     /// Moves the user's order to `to`, retrying lost races on fresh data.
@@ -125,9 +133,11 @@ impl OrderService {
                 .map_err(internal)?
             {
                 if to_now.releases_stock() {
-                    release_stock(&*self.store, &*self.releaser, &order.id)
-                        .await
-                        .map_err(internal)?;
+                    // The transition is committed; a release that fails now is retried by the
+                    // sweeper, so the answer is still "done".
+                    if let Err(e) = release_stock(&*self.store, &*self.releaser, &order.id).await {
+                        tracing::warn!(error = %e, order_id = %order.id, "release bookkeeping failed; the sweeper retries");
+                    }
                 }
                 let done = Order {
                     status: to_now,
@@ -164,6 +174,10 @@ impl Orders for OrderService {
             .into_inner()
             .order
             .ok_or_else(|| Status::invalid_argument("order is required"))?;
+        let now = flashsale_storage::now_ms();
+        if order.accepted_at_ms > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(Status::invalid_argument("accepted_at_ms is in the future"));
+        }
         if order.order_id.is_empty() || order.quantity < 1 || order.idempotency_key.is_empty() {
             return Err(Status::invalid_argument(
                 "order_id, quantity ≥ 1 and idempotency_key are required",

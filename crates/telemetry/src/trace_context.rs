@@ -56,7 +56,14 @@ impl TraceContext {
         if version == "00" && parts.next().is_some() {
             return None;
         }
-        u8::from_str_radix(version, 16).ok()?;
+        // The spec allows only lowercase hex digits.
+        let lower_hex = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if ![version, trace, span, flags].iter().all(|s| lower_hex(s)) {
+            return None;
+        }
         let mut trace_id = [0u8; 16];
         let mut span_id = [0u8; 8];
         hex::decode_to_slice(trace, &mut trace_id).ok()?;
@@ -120,6 +127,8 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad:?} accepted");
         }

@@ -76,7 +76,8 @@ pub async fn buy(
     let order_id = order_id_for(user.user_id, &key);
     let now = flashsale_storage::now_ms();
 
-    // Local fast path: unknown, closed and sold-out sales cost no hop.
+    // Local fast path: unknown, not-yet-open and sold-out sales cost no hop. A closed sale is
+    // left to the inventory, which still answers a retry of an accepted buy with its order.
     let sale = state
         .sales
         .get(sale_id, &state.upstreams, &ctx)
@@ -89,10 +90,6 @@ pub async fn buy(
             "sale_not_started",
             "the sale has not started yet",
         ));
-    }
-    if now >= sale.ends_at_ms {
-        outcome("ended");
-        return Err(ApiError::conflict("sale_ended", "the sale has ended"));
     }
     if quantity > sale.per_user_limit {
         return Err(ApiError::invalid(format!(
@@ -117,6 +114,9 @@ pub async fn buy(
         .await?;
     match reserved.outcome() {
         ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved => {
+            // Remembered before queueing: a retry after a lost answer (504) must reach the
+            // inventory again even once this gateway answers "sold out" locally.
+            state.accepted.insert(order_id.as_u128(), ());
             if reserved.remaining <= 0 {
                 state.sales.mark_sold_out(&sale, now);
             }
@@ -150,7 +150,8 @@ pub async fn buy(
             ));
         }
         ReserveOutcome::Ended => {
-            return Err(ApiError::conflict("sale_ended", "the sale has ended"))
+            outcome("ended");
+            return Err(ApiError::conflict("sale_ended", "the sale has ended"));
         }
         ReserveOutcome::OrderIdConflict => {
             return Err(ApiError::new(
@@ -178,7 +179,6 @@ pub async fn buy(
         }),
     })?))
     .await?;
-    state.accepted.insert(order_id.as_u128(), ());
     outcome("accepted");
     Ok((
         StatusCode::ACCEPTED,
