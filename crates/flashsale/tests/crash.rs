@@ -170,3 +170,53 @@ async fn accepted_orders_survive_sigkill() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_stop_writes_every_accepted_order_before_exiting() {
+    let app = common::TestApp::spawn_with(|c| {
+        c.gateway.limits.buy_per_user_sale_per_sec = 0;
+        c.gateway.limits.buy_per_ip_per_min = 0;
+    })
+    .await;
+    let sale_id = app.open_sale(1000, 1000).await;
+    let token = app.customer("drain@example.com", &ip(7)).await;
+    let client_ip = ip(7);
+    let keys: Vec<String> = (0..200).map(|n| format!("drain-{n}")).collect();
+    let buys: Vec<_> = keys
+        .iter()
+        .map(|key| app.buy(sale_id, &token, &client_ip, key))
+        .collect();
+    let mut accepted = HashSet::new();
+    for r in futures::future::join_all(buys).await {
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        accepted.insert(
+            r.json::<serde_json::Value>().await.unwrap()["order_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Stop at once: the order consumer must drain the queue before the app returns.
+    let data_dir = app.stop().await;
+    let db = format!(
+        "sqlite://{}",
+        data_dir.path().join("flashsale.db").display()
+    );
+    let pool = flashsale_storage::connect(&db, flashsale_storage::Durability::Process, 1)
+        .await
+        .unwrap();
+    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let stored: Vec<(String,)> = sqlx::query_as("SELECT id FROM orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued, 0,
+        "requests left in the journal after a graceful stop"
+    );
+    let stored: HashSet<String> = stored.into_iter().map(|(id,)| id).collect();
+    assert_eq!(stored, accepted);
+}

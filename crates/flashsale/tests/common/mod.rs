@@ -75,12 +75,14 @@ impl TestApp {
         }
     }
 
-    /// Stops the app gracefully and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops the app gracefully, waits for it, and hands over its data directory (deleted when
+    /// the returned value is dropped).
+    pub async fn stop(mut self) -> tempfile::TempDir {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
             h.await.unwrap();
         }
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
     }
 }
 
