@@ -23,6 +23,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Run one service as its own process.
     Serve(ServeArgs),
+    /// Rush a sale (or a bare HTTP server: `ceiling`), report throughput and latency, and check
+    /// the guarantees.
+    Bench(flashsale_bench::BenchArgs),
 }
 
 /// Options of `flashsale dev`.

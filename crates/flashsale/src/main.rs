@@ -12,12 +12,21 @@ use flashsale::cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let service = match &cli.command {
+        // The bench is a client: no server configuration, logging or metrics of its own.
+        Command::Bench(args) => {
+            flashsale_bench::run(args.clone()).await?;
+            return Ok(());
+        }
+        Command::Dev(_) => None,
+        Command::Serve(serve) => Some(serve.service),
+    };
     let config = flashsale::config::load(&cli)?;
     flashsale_telemetry::logging::init(&config.log, config.log_format.into())?;
     let metrics = flashsale_telemetry::metrics::install()?;
     let shutdown = flashsale::shutdown::on_signal();
-    match cli.command {
-        Command::Dev(_) => {
+    match service {
+        None => {
             let app = flashsale::startup::DevApp::build(config, metrics).await?;
             // Tests and scripts read this line to find the gateway.
             println!(
@@ -26,14 +35,10 @@ async fn main() -> anyhow::Result<()> {
             );
             app.run_until_stopped(shutdown).await?;
         }
-        Command::Serve(serve) => {
-            let app = flashsale::startup::ServiceApp::build(serve.service, config, metrics).await?;
+        Some(service) => {
+            let app = flashsale::startup::ServiceApp::build(service, config, metrics).await?;
             // Tests and scripts read this line to find the service.
-            println!(
-                "flashsale serve {:?}: listening on {}",
-                serve.service,
-                app.addr()
-            );
+            println!("flashsale serve {service:?}: listening on {}", app.addr());
             app.run_until_stopped(shutdown).await?;
         }
     }

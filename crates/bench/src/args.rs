@@ -1,0 +1,86 @@
+//! Command-line options of `flashsale bench`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Many users, small stock: the sold-out path dominates.
+    #[default]
+    Rush,
+    /// Stock for every attempt: each one is accepted and persisted.
+    Accept,
+    /// Stock for half the demand: accepts and sold-out answers mixed.
+    Mixed,
+    /// A bare HTTP server on loopback: the machine's ceiling for the same client.
+    Ceiling,
+}
+
+/// Options of `flashsale bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The scenario to run.
+    #[arg(value_enum, default_value_t = Scenario::Rush)]
+    pub scenario: Scenario,
+    /// Base URL of a running gateway, e.g. `http://127.0.0.1:8080`.
+    #[arg(long, conflicts_with = "spawn")]
+    pub url: Option<String>,
+    /// Start `flashsale dev` on a temporary data dir and bench it.
+    #[arg(long)]
+    pub spawn: bool,
+    /// Number of simulated users (registered and logged in before the load).
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Stock of the sale [default: rush 1000; accept users × limit; mixed half of that].
+    #[arg(long)]
+    pub stock: Option<u64>,
+    /// Per-user limit of the sale.
+    #[arg(long, default_value_t = 1)]
+    pub limit: u32,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 256)]
+    pub connections: usize,
+    /// Longest duration of the load, in seconds (it stops earlier once settled).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Open loop at this many requests per second (latency from the intended send time);
+    /// without it, closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Measure the ceiling first and report throughput as a ratio to it.
+    #[arg(long)]
+    pub with_ceiling: bool,
+    /// Admin email for `--url` (creates the sale).
+    #[arg(long, env = "FLASHSALE_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Admin password for `--url`.
+    #[arg(long, env = "FLASHSALE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Database of the gateway given with `--url`, for the guarantee check (with `--spawn` it is
+    /// the spawned server's).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+impl BenchArgs {
+    /// Units all users together want: users × limit.
+    pub fn demand(&self) -> u64 {
+        self.users as u64 * u64::from(self.limit)
+    }
+
+    /// The stock of the sale for this scenario.
+    pub fn stock(&self) -> u64 {
+        self.stock.unwrap_or(match self.scenario {
+            Scenario::Rush | Scenario::Ceiling => 1000,
+            Scenario::Accept => self.demand(),
+            Scenario::Mixed => self.demand().div_ceil(2),
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! `--spawn`: runs `flashsale dev` (this same executable) on a temporary data dir, with a bench
+//! admin and cheap password hashing (only preparation logs in; the rush never hashes).
+
+use std::{process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use crate::error::BenchError;
+
+/// Admin of the spawned server.
+pub const ADMIN_EMAIL: &str = "bench-admin@bench.example";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "bench-admin-password";
+/// The line `flashsale dev` prints once it serves.
+const READY_PREFIX: &str = "flashsale dev: gateway listening on ";
+
+/// A spawned `flashsale dev`; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Base URL of its gateway.
+    pub url: String,
+    /// Its database.
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server and waits (up to a minute) for its ready line.
+    pub async fn start() -> Result<Self, BenchError> {
+        let dir = tempfile::tempdir().map_err(|e| BenchError::Io("temporary data dir", e))?;
+        let exe = std::env::current_exe().map_err(|e| BenchError::Io("finding flashsale", e))?;
+        let mut child = Command::new(exe)
+            .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL)
+            .env("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("FLASHSALE_LOG", "warn")
+            .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "1024")
+            .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Spawn(e.to_string()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Spawn("no stdout".to_owned()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(url) = line.strip_prefix(READY_PREFIX) {
+                    return Some(url.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| BenchError::Spawn("it exited or never printed its address".to_owned()))?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let database_url = format!("sqlite://{}", dir.path().join("flashsale.db").display());
+        Ok(Self {
+            child,
+            url,
+            database_url,
+            _dir: dir,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops it (SIGKILL; the data dir is thrown away anyway).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

@@ -1,0 +1,69 @@
+//! `flashsale bench` end to end: the real binary spawns `flashsale dev`, rushes a small sale,
+//! and its own guarantee check must pass, with exactly the stock accepted.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn a_short_rush_passes_its_guarantee_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args([
+            "bench",
+            "rush",
+            "--spawn",
+            "--users",
+            "200",
+            "--stock",
+            "50",
+            "--connections",
+            "16",
+            "--duration",
+            "5",
+            "--json",
+        ])
+        .arg(&json)
+        .env_remove("FLASHSALE_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["load"]["accepted"], 50, "{report:#}");
+    assert_eq!(report["settled"], true, "{report:#}");
+    assert_eq!(report["orders_persisted"], 50, "{report:#}");
+    assert_eq!(report["guarantees"]["passed"], true, "{report:#}");
+    assert!(report["guarantees"]["violations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(stdout.contains("guarantees      PASSED"), "{stdout}");
+}
+
+#[test]
+fn the_ceiling_runs_without_a_server() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "ceiling", "--connections", "4", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ceiling (bare axum, GET /)"), "{stdout}");
+}
+
+#[test]
+fn bench_without_a_target_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "rush"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--url"));
+}
