@@ -56,6 +56,12 @@ pub trait OrderQueue: Send + Sync + 'static {
     async fn ack(&self, order_ids: &[String]) -> Result<(), QueueError>;
     /// A request still in the queue, if any (to show it as `pending`).
     async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError>;
+    /// A user's requests still in the queue (at most `limit`).
+    async fn find_for_user(
+        &self,
+        user_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OrderRequest>, QueueError>;
     /// Requests in the queue, not yet acknowledged.
     fn depth(&self) -> i64;
 }
@@ -263,6 +269,21 @@ impl OrderQueue for JournalQueue {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(from_row))
+    }
+
+    async fn find_for_user(
+        &self,
+        user_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OrderRequest>, QueueError> {
+        let rows: Vec<JournalRow> = sqlx::query_as(&format!(
+            "{SELECT_JOURNAL} WHERE user_id = ? ORDER BY accepted_at_ms DESC LIMIT ?"
+        ))
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(from_row).collect())
     }
 
     fn depth(&self) -> i64 {

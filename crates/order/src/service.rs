@@ -67,6 +67,9 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
 /// How far in the future an order request's acceptance time may be (clocks of other machines).
 const MAX_CLOCK_SKEW_MS: i64 = 5_000;
 
+/// Most orders `ListOrders` returns.
+const LIST_LIMIT: i64 = 1000;
+
 /// Most attempts at a transition that keeps losing optimistic-locking races.
 const TRANSITION_ATTEMPTS: usize = 8;
 
@@ -219,11 +222,28 @@ impl Orders for OrderService {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
-        let orders = self
-            .store
-            .list_for_user(request.into_inner().user_id)
+        let user_id = request.into_inner().user_id;
+        // Queue first, table second (see `find`): an order moving between them is not missed.
+        let queued = self
+            .queue
+            .find_for_user(user_id, LIST_LIMIT)
             .await
             .map_err(internal)?;
+        let stored = self.store.list_for_user(user_id).await.map_err(internal)?;
+        let stored_ids: std::collections::HashSet<&str> =
+            stored.iter().map(|o| o.id.as_str()).collect();
+        let mut orders: Vec<Order> = queued
+            .iter()
+            .filter(|r| !stored_ids.contains(r.order_id.as_str()))
+            .map(Order::pending)
+            .collect();
+        orders.extend(stored.iter().cloned());
+        orders.sort_by(|a, b| {
+            b.created_at_ms
+                .cmp(&a.created_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        orders.truncate(usize::try_from(LIST_LIMIT).unwrap_or(usize::MAX));
         Ok(Response::new(pb::ListOrdersReply {
             orders: orders.iter().map(order_to_pb).collect(),
         }))

@@ -324,3 +324,53 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
     assert_eq!(releaser.stock.remaining(1).await.unwrap(), Some(unpaid));
     assert!(store.unreleased(1000).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn queued_requests_are_listed_as_pending_until_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(&dir).await;
+    let store = Arc::new(SqlOrderStore::new(pool.clone()));
+    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+    // Nothing is released in this test; the releaser only completes the service.
+    let releaser = InventoryReleaser::holding(&(0..RACES).map(request).collect::<Vec<_>>()).await;
+    let service = OrderService::new(queue.clone(), store.clone(), releaser);
+    let mut first = request(1);
+    first.user_id = 7;
+    let mut second = request(2);
+    second.user_id = 7;
+    second.accepted_at_ms += 1;
+    queue.publish(first.clone()).await.unwrap();
+    queue.publish(second.clone()).await.unwrap();
+    // The first one is written (and still in the journal: written, not yet acknowledged).
+    store.insert_batch(&[first.clone()], 60_000).await.unwrap();
+
+    let list = |user_id| {
+        let service = service.clone();
+        async move {
+            service
+                .list_orders(tonic::Request::new(
+                    flashsale_proto::order::ListOrdersRequest { user_id },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .orders
+        }
+    };
+    let orders = list(7).await;
+    let seen: Vec<(String, i32)> = orders.iter().map(|o| (o.id.clone(), o.status)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                second.order_id.clone(),
+                flashsale_proto::order::OrderStatus::Pending as i32
+            ),
+            (
+                first.order_id.clone(),
+                flashsale_proto::order::OrderStatus::Created as i32
+            ),
+        ]
+    );
+    assert!(list(8).await.is_empty(), "another user's orders are listed");
+}

@@ -219,7 +219,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found("no such order"))
 }
 
-/// The caller's orders, newest first (orders still queued appear within moments).
+/// The caller's orders, newest first, including those still queued (`pending`).
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])),
     responses((status = 200, body = Vec<Order>), (status = 401, body = ErrorBody)))]
 pub async fn list(
