@@ -190,6 +190,7 @@ impl Auth for AuthService {
         Ok(Response::new(pb::LoginReply {
             token,
             expires_at_ms,
+            role: role_to_pb(user.role).into(),
         }))
     }
 
@@ -221,6 +222,22 @@ impl Auth for AuthService {
             .await
             .map_err(internal)?;
         Ok(Response::new(pb::RevokeReply { revoked }))
+    }
+
+    async fn revocations(
+        &self,
+        request: Request<pb::RevocationsRequest>,
+    ) -> Result<Response<pb::RevocationsReply>, Status> {
+        let page = self
+            .sessions
+            .revocations(request.into_inner().after)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::RevocationsReply {
+            jtis: page.jtis,
+            last: page.last,
+            epoch_ms: page.epoch_ms,
+        }))
     }
 }
 

@@ -2,14 +2,20 @@
 //!
 //! * [`UserStore`]: users and password hashes; [`SqlUserStore`] keeps them in the SQL database.
 //! * [`SessionStore`]: sessions keyed by token id (`jti`); [`MemorySessionStore`] keeps them in
-//!   process memory with per-entry expiry. A Redis implementation (shared by many auth
-//!   instances) plugs in behind the same trait.
+//!   process memory with per-entry expiry, plus a log of revocations that gateways poll so
+//!   they can cache sessions for their whole lifetime. A Redis implementation (shared by many
+//!   auth instances) plugs in behind the same trait.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use flashsale_storage::SqlitePool;
 use moka::{sync::Cache, Expiry};
+use parking_lot::Mutex;
 
 /// Role of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +100,19 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, jti: &str) -> Result<Option<Session>, StoreError>;
     /// Revokes a session; `true` when it existed.
     async fn revoke(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Sessions revoked after position `after` of the revocation log.
+    async fn revocations(&self, after: u64) -> Result<Revocations, StoreError>;
+}
+
+/// A page of the revocation log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// Revoked session ids after the requested position, oldest first.
+    pub jtis: Vec<String>,
+    /// Position of the last revocation.
+    pub last: u64,
+    /// When the store started (Unix ms): sessions do not survive a new epoch.
+    pub epoch_ms: i64,
 }
 
 /// Users in the SQL database.
@@ -154,10 +173,20 @@ impl UserStore for SqlUserStore {
     }
 }
 
-/// Sessions in process memory, each evicted at its own expiry.
+/// Sessions in process memory, each evicted at its own expiry, and the log of revocations
+/// (kept until the revoked session would have expired anyway).
 #[derive(Clone)]
 pub struct MemorySessionStore {
     sessions: Cache<String, Session>,
+    log: Arc<Mutex<RevocationLog>>,
+    epoch_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct RevocationLog {
+    /// (position, jti, session expiry in Unix ms), oldest first.
+    entries: VecDeque<(u64, String, i64)>,
+    last: u64,
 }
 
 impl std::fmt::Debug for MemorySessionStore {
@@ -190,6 +219,8 @@ impl MemorySessionStore {
                 .max_capacity(capacity)
                 .expire_after(UntilExpiry)
                 .build(),
+            log: Arc::new(Mutex::new(RevocationLog::default())),
+            epoch_ms: flashsale_storage::now_ms(),
         }
     }
 }
@@ -215,6 +246,75 @@ impl SessionStore for MemorySessionStore {
     }
 
     async fn revoke(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(self.sessions.remove(jti).is_some())
+        let Some(session) = self.sessions.remove(jti) else {
+            return Ok(false);
+        };
+        let now = flashsale_storage::now_ms();
+        let mut log = self.log.lock();
+        log.last += 1;
+        let position = log.last;
+        log.entries
+            .push_back((position, session.jti, session.expires_at_ms));
+        // Revocations of sessions that have expired anyway are no longer news.
+        while log
+            .entries
+            .front()
+            .is_some_and(|(_, _, expires)| *expires < now)
+        {
+            log.entries.pop_front();
+        }
+        Ok(true)
+    }
+
+    async fn revocations(&self, after: u64) -> Result<Revocations, StoreError> {
+        let log = self.log.lock();
+        Ok(Revocations {
+            jtis: log
+                .entries
+                .iter()
+                .filter(|(position, _, _)| *position > after)
+                .map(|(_, jti, _)| jti.clone())
+                .collect(),
+            last: log.last,
+            epoch_ms: self.epoch_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(jti: &str) -> Session {
+        Session {
+            jti: jti.into(),
+            user_id: 1,
+            role: Role::Customer,
+            ip_hash: vec![1],
+            user_agent_hash: vec![2],
+            expires_at_ms: flashsale_storage::now_ms() + 60_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn revocations_are_logged_in_order_once() {
+        let store = MemorySessionStore::new(100);
+        for jti in ["a", "b", "c"] {
+            store.put(session(jti)).await.unwrap();
+        }
+        let empty = store.revocations(0).await.unwrap();
+        assert_eq!((empty.jtis.len(), empty.last), (0, 0));
+        assert!(store.revoke("b").await.unwrap());
+        assert!(!store.revoke("b").await.unwrap(), "revoked twice");
+        assert!(!store.revoke("unknown").await.unwrap());
+        assert!(store.revoke("a").await.unwrap());
+        let all = store.revocations(0).await.unwrap();
+        assert_eq!(all.jtis, vec!["b".to_owned(), "a".to_owned()]);
+        assert_eq!(all.last, 2);
+        let newer = store.revocations(1).await.unwrap();
+        assert_eq!(newer.jtis, vec!["a".to_owned()]);
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert!(store.get("c").await.unwrap().is_some());
+        assert_eq!(all.epoch_ms, newer.epoch_ms);
     }
 }

@@ -135,6 +135,18 @@ pub async fn run<W: Workload>(
         stop: AtomicBool::new(false),
     });
     let connections = config.connections.max(1);
+    // Connect first: the timed run measures requests, not TCP handshakes (opening hundreds of
+    // connections at once can cost a SYN retransmission, a full second, on a small backlog).
+    let opening: Vec<_> = (0..connections)
+        .map(|_| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move { Conn::open(&endpoint).await })
+        })
+        .collect();
+    let mut opened = Vec::with_capacity(connections);
+    for handle in opening {
+        opened.push(handle.await.ok().and_then(Result::ok));
+    }
     let start = Instant::now();
     let deadline = start + config.duration;
     let interval = config
@@ -165,7 +177,7 @@ pub async fn run<W: Workload>(
     };
 
     let mut tasks = Vec::with_capacity(connections);
-    for i in 0..connections {
+    for (i, conn) in opened.into_iter().enumerate() {
         let endpoint = endpoint.clone();
         let workload = Arc::clone(&workload);
         let shared = Arc::clone(&shared);
@@ -174,7 +186,7 @@ pub async fn run<W: Workload>(
             .zip(offset)
             .map(|(every, first)| (every, first * i as u32));
         tasks.push(tokio::spawn(async move {
-            drive(endpoint, workload, shared, start, deadline, schedule).await
+            drive(endpoint, conn, workload, shared, start, deadline, schedule).await
         }));
     }
     let mut latency = histogram();
@@ -208,6 +220,7 @@ fn progress_bar(config: &LoadConfig) -> ProgressBar {
 /// One connection's loop.
 async fn drive<W: Workload>(
     endpoint: Endpoint,
+    mut conn: Option<Conn>,
     workload: Arc<W>,
     shared: Arc<Shared>,
     start: Instant,
@@ -216,7 +229,6 @@ async fn drive<W: Workload>(
 ) -> (Histogram<u64>, Outcomes) {
     let mut latency = histogram();
     let mut outcomes = Outcomes::default();
-    let mut conn: Option<Conn> = None;
     let mut intended = schedule.map(|(_, first)| start + first);
     loop {
         if shared.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {

@@ -150,6 +150,12 @@ impl Config {
                 self.inventory.reservation_grace_ms, self.order.max_accept_age_ms
             ));
         }
+        if self.gateway.revocation_max_staleness_ms <= self.gateway.revocation_poll_ms {
+            return Err(format!(
+                "gateway.revocation_max_staleness_ms ({}) must exceed gateway.revocation_poll_ms ({})",
+                self.gateway.revocation_max_staleness_ms, self.gateway.revocation_poll_ms
+            ));
+        }
         // Each journal row binds 7 values and each order row 11; SQLite allows 32766 per statement.
         if self.order.journal_batch_max == 0
             || self.order.journal_batch_max > 4000

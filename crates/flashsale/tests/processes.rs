@@ -64,17 +64,16 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         "flashsale serve Order: listening on ",
     )
     .await;
-    let (gateway, http) = spawn_binary(
-        &["serve", "gateway"],
-        &common_env(&[
-            ("FLASHSALE_HTTP_ADDR", "127.0.0.1:0".into()),
-            ("FLASHSALE_SERVICES__AUTH", auth_addr.to_string()),
-            ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
-            ("FLASHSALE_SERVICES__ORDER", order_addr.to_string()),
-        ]),
-        "flashsale serve Gateway: listening on ",
-    )
-    .await;
+    let gateway_env = common_env(&[
+        ("FLASHSALE_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("FLASHSALE_SERVICES__AUTH", auth_addr.to_string()),
+        ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
+        ("FLASHSALE_SERVICES__ORDER", order_addr.to_string()),
+    ]);
+    let ready = "flashsale serve Gateway: listening on ";
+    let (gateway, http) = spawn_binary(&["serve", "gateway"], &gateway_env, ready).await;
+    let (second_gateway, second_http) =
+        spawn_binary(&["serve", "gateway"], &gateway_env, ready).await;
 
     // No trusted proxy in `serve` mode: every test client is 127.0.0.1, whatever it claims.
     let api = Api::new(http);
@@ -120,7 +119,42 @@ async fn separate_processes_serve_a_sale_end_to_end() {
     }
     assert_eq!(api.sale(sale_id).await["remaining"], 0);
 
-    for child in [gateway, order, inventory, auth] {
+    // A logout on one gateway is honoured by the other within a second, although the other
+    // has the session cached (it served this user a moment ago).
+    let second = Api::new(second_http);
+    let orders_path = "/api/v1/orders";
+    let on_second = || {
+        second
+            .authed(Method::GET, orders_path, "10.0.0.1", &buyer)
+            .send()
+    };
+    assert_eq!(on_second().await.unwrap().status(), StatusCode::OK);
+    let logout = api
+        .authed(
+            Method::DELETE,
+            "/api/v1/sessions/current",
+            "10.0.0.1",
+            &buyer,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let logged_out = tokio::time::Instant::now();
+    loop {
+        let status = on_second().await.unwrap().status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            logged_out.elapsed() < Duration::from_secs(1),
+            "the second gateway still accepts a revoked token after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for child in [second_gateway, gateway, order, inventory, auth] {
         sigterm_and_wait(child).await;
     }
 }

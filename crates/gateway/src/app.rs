@@ -71,7 +71,7 @@ impl AppState {
         metrics: PrometheusHandle,
     ) -> Self {
         Self(Arc::new(Inner {
-            sessions: SessionCache::new(Duration::from_millis(config.session_cache_ms)),
+            sessions: SessionCache::new(Duration::from_millis(config.revocation_max_staleness_ms)),
             limits: Limits::new(&config.limits),
             sales: SaleCache::new(
                 Duration::from_millis(config.missing_sale_cache_ms),
@@ -146,12 +146,17 @@ pub fn app(
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then finishes in-flight
-/// requests. Also prunes idle rate-limit keys every minute while serving.
+/// requests. While serving it also polls the auth service for revoked sessions and prunes idle
+/// rate-limit keys every minute.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let poller = tokio::spawn(state.sessions.clone().run_poller(
+        state.upstreams.clone(),
+        Duration::from_millis(state.config.revocation_poll_ms.max(10)),
+    ));
     let pruner = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -169,5 +174,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     pruner.abort();
+    poller.abort();
     result
 }

@@ -1,16 +1,30 @@
 //! Authentication of API requests: JWT verified locally, session checked and bound to the client.
 //!
-//! The token's signature and claims are checked in-process (no hop). Its session (`jti`) is
-//! fetched from the auth service and cached for `session_cache_ms`, so a logout on any gateway
-//! is honoured everywhere within that time, while a rush costs one session lookup per user per
-//! interval. Concurrent lookups of one session share a single call. With session binding on, a
-//! token presented from another IP or User-Agent than the login's is refused.
+//! The token's signature and claims are checked in-process (no hop). Its session (`jti`: owner,
+//! role, IP and User-Agent hashes) comes from the auth service, and is cached here for the
+//! session's whole lifetime — warmed at login, which passes through the gateway, or fetched once
+//! on a miss (concurrent lookups of one session share a single call). A rush of shoppers who
+//! logged in beforehand therefore never waits for the auth service.
+//!
+//! Revocations reach the cache by polling: every `revocation_poll_ms` the gateway asks auth for
+//! the sessions revoked since its last position, drops them from the cache and remembers them as
+//! revoked. If the last successful poll is older than `revocation_max_staleness_ms`, the cache is
+//! not trusted: every request asks auth (and nothing is cached), so a logout is honoured within
+//! that bound even while polling fails. A new auth epoch (its session store restarted, so every
+//! session is gone) empties the cache. With session binding on, a token presented from another
+//! IP or User-Agent than the login's is refused.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use flashsale_proto::auth::{self as pb, GetSessionRequest};
-use moka::future::Cache;
+use flashsale_proto::auth::{self as pb, GetSessionRequest, RevocationsRequest};
+use moka::{future::Cache, Expiry};
 
 use crate::{
     app::AppState,
@@ -27,14 +41,59 @@ pub struct SessionInfo {
     pub user_id: i64,
     /// Whether the owner is an admin.
     pub admin: bool,
-    ip_hash: Vec<u8>,
-    user_agent_hash: Vec<u8>,
+    /// Hash of the client IP the session is bound to.
+    pub ip_hash: Vec<u8>,
+    /// Hash of the client User-Agent the session is bound to.
+    pub user_agent_hash: Vec<u8>,
+    /// When the session ends (Unix ms).
+    pub expires_at_ms: i64,
 }
 
-/// Sessions looked up recently (`None`: unknown or revoked).
+impl SessionInfo {
+    /// The session as the auth service describes it.
+    pub fn from_pb(s: &pb::Session) -> Self {
+        Self {
+            user_id: s.user_id,
+            admin: s.role == i32::from(pb::Role::Admin),
+            ip_hash: s.ip_hash.clone(),
+            user_agent_hash: s.user_agent_hash.clone(),
+            expires_at_ms: s.expires_at_ms,
+        }
+    }
+}
+
+/// Keeps each session until it expires; "no such session" is not kept.
+struct UntilSessionEnds;
+
+impl Expiry<String, Option<Arc<SessionInfo>>> for UntilSessionEnds {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        value: &Option<Arc<SessionInfo>>,
+        _: Instant,
+    ) -> Option<Duration> {
+        let left = value
+            .as_ref()
+            .map_or(0, |s| s.expires_at_ms - flashsale_storage::now_ms());
+        Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+    }
+}
+
+/// Longest a revoked session id is remembered (tokens live 15 minutes by default).
+const REMEMBER_REVOKED: Duration = Duration::from_secs(60 * 60);
+
+/// Sessions known to this gateway, kept current by polling the auth service's revocations.
 #[derive(Clone)]
 pub struct SessionCache {
     cache: Cache<String, Option<Arc<SessionInfo>>>,
+    revoked: moka::sync::Cache<String, ()>,
+    /// Position in auth's revocation log already applied.
+    position: Arc<AtomicU64>,
+    /// Auth's session-store epoch the cache belongs to (0: none yet).
+    epoch_ms: Arc<AtomicI64>,
+    /// The cache is trusted until then (Unix ms).
+    fresh_until_ms: Arc<AtomicI64>,
+    max_staleness_ms: i64,
 }
 
 impl std::fmt::Debug for SessionCache {
@@ -44,47 +103,132 @@ impl std::fmt::Debug for SessionCache {
 }
 
 impl SessionCache {
-    /// A cache trusting each lookup for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// An empty cache, trusted for `max_staleness` after each successful revocation poll.
+    pub fn new(max_staleness: Duration) -> Self {
         Self {
             cache: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(ttl)
+                .max_capacity(2_000_000)
+                .expire_after(UntilSessionEnds)
                 .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(REMEMBER_REVOKED)
+                .build(),
+            position: Arc::new(AtomicU64::new(0)),
+            epoch_ms: Arc::new(AtomicI64::new(0)),
+            fresh_until_ms: Arc::new(AtomicI64::new(0)),
+            max_staleness_ms: i64::try_from(max_staleness.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
-    /// The session behind `jti`, from the cache or the auth service.
+    fn fresh(&self) -> bool {
+        flashsale_storage::now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    /// The session behind `jti`: from the cache while it is fresh, else from the auth service.
     pub async fn get(
         &self,
         jti: &str,
         upstreams: &Upstreams,
         ctx: &CallContext,
     ) -> Result<Option<Arc<SessionInfo>>, ApiError> {
-        self.cache
-            .try_get_with_by_ref(jti, async {
-                let mut client = upstreams.auth.clone();
-                let reply = ctx
-                    .run(client.get_session(ctx.request(GetSessionRequest {
-                        jti: jti.to_owned(),
-                    })?))
-                    .await?;
-                Ok::<_, ApiError>(reply.session.map(|s| {
-                    Arc::new(SessionInfo {
-                        user_id: s.user_id,
-                        admin: s.role == i32::from(pb::Role::Admin),
-                        ip_hash: s.ip_hash,
-                        user_agent_hash: s.user_agent_hash,
-                    })
-                }))
-            })
-            .await
-            .map_err(|e| (*e).clone())
+        if self.revoked.contains_key(jti) {
+            return Ok(None);
+        }
+        let fetch = async {
+            let mut client = upstreams.auth.clone();
+            let reply = ctx
+                .run(client.get_session(ctx.request(GetSessionRequest {
+                    jti: jti.to_owned(),
+                })?))
+                .await?;
+            Ok::<_, ApiError>(reply.session.map(|s| Arc::new(SessionInfo::from_pb(&s))))
+        };
+        let session = if self.fresh() {
+            self.cache
+                .try_get_with_by_ref(jti, fetch)
+                .await
+                .map_err(|e| (*e).clone())?
+        } else {
+            fetch.await?
+        };
+        // A revocation may have been applied while the lookup was in flight.
+        if self.revoked.contains_key(jti) {
+            self.cache.invalidate(jti).await;
+            return Ok(None);
+        }
+        Ok(session)
     }
 
-    /// Forgets a session on this gateway at once (logout).
+    /// Caches a session just created by a login through this gateway.
+    pub async fn warm(&self, jti: &str, session: SessionInfo) {
+        if self.fresh() && !self.revoked.contains_key(jti) {
+            self.cache
+                .insert(jti.to_owned(), Some(Arc::new(session)))
+                .await;
+        }
+    }
+
+    /// Forgets a session on this gateway at once (logout here).
     pub async fn forget(&self, jti: &str) {
+        self.revoked.insert(jti.to_owned(), ());
         self.cache.invalidate(jti).await;
+    }
+
+    /// Applies the revocations logged by the auth service since the last poll.
+    pub async fn poll_revocations(
+        &self,
+        upstreams: &Upstreams,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let started = flashsale_storage::now_ms();
+        let ctx = CallContext::detached(timeout);
+        let mut client = upstreams.auth.clone();
+        let after = self.position.load(Ordering::Acquire);
+        let reply = ctx
+            .run(client.revocations(ctx.request(RevocationsRequest { after })?))
+            .await?;
+        let known_epoch = self.epoch_ms.load(Ordering::Acquire);
+        if reply.epoch_ms != known_epoch {
+            // Auth restarted (or first contact): every cached session may be gone. Start over
+            // from the beginning of the new log before trusting the cache again.
+            self.fresh_until_ms.store(0, Ordering::Release);
+            self.cache.invalidate_all();
+            self.epoch_ms.store(reply.epoch_ms, Ordering::Release);
+            self.position.store(0, Ordering::Release);
+            if after != 0 || known_epoch != 0 {
+                return Ok(());
+            }
+        }
+        for jti in reply.jtis {
+            self.revoked.insert(jti.clone(), ());
+            self.cache.invalidate(&jti).await;
+        }
+        self.position.store(reply.last, Ordering::Release);
+        // Trust the cache for `max_staleness` counted from when this poll was sent.
+        self.fresh_until_ms.store(
+            started.saturating_add(self.max_staleness_ms),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    /// Polls revocations every `interval`, forever (the caller aborts the task).
+    pub async fn run_poller(self, upstreams: Upstreams, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self
+                .poll_revocations(&upstreams, interval.max(Duration::from_millis(200)))
+                .await
+            {
+                tracing::warn!(
+                    code = e.code,
+                    "revocation poll failed; sessions are looked up at auth until it succeeds"
+                );
+            }
+        }
     }
 }
 

@@ -32,9 +32,11 @@ pub struct GatewayConfig {
     pub budget_ms: u64,
     /// Largest accepted request body in bytes.
     pub body_limit_bytes: usize,
-    /// How long a looked-up session is trusted before asking the auth service again
-    /// (bounds how long a revoked token keeps working on this gateway).
-    pub session_cache_ms: u64,
+    /// How often the gateway asks the auth service for revoked sessions.
+    pub revocation_poll_ms: u64,
+    /// How old the last successful revocation poll may be before cached sessions are no longer
+    /// trusted (bounds how long a revoked token keeps working on this gateway).
+    pub revocation_max_staleness_ms: u64,
     /// How long "no such sale" is remembered.
     pub missing_sale_cache_ms: u64,
     /// How long a sold-out sale is answered locally before asking the inventory again.
@@ -51,7 +53,8 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             budget_ms: 500,
             body_limit_bytes: 16 * 1024,
-            session_cache_ms: 1000,
+            revocation_poll_ms: 250,
+            revocation_max_staleness_ms: 1000,
             missing_sale_cache_ms: 1000,
             sold_out_cache_ms: 200,
             bind_sessions: true,

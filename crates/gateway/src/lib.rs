@@ -4,8 +4,9 @@
 //!
 //! 1. [`middleware`]: request id, W3C trace context, the request budget (a deadline; `504` when
 //!    spent), JSON rendering of every error, panics caught as `500`.
-//! 2. [`auth`]: the JWT is verified locally; its session (`jti`) is looked up at the auth service
-//!    and cached for at most `session_cache_ms`, and must match the client's IP and User-Agent.
+//! 2. [`auth`]: the JWT is verified locally; its session (`jti`) comes from a local cache kept
+//!    current by polling the auth service's revocations (fetched from auth on a miss), and must
+//!    match the client's IP and User-Agent.
 //! 3. [`limits`]: anti-brush rate limits per client IP and per (user, sale).
 //! 4. [`sales_cache`]: unknown, not-yet-open, closed and sold-out sales are answered from local
 //!    memory, without a network hop.

@@ -6,7 +6,7 @@ use flashsale_proto::auth::{LoginRequest, RevokeRequest};
 use crate::{
     api::{time, Credentials, TokenResponse},
     app::AppState,
-    auth::AuthUser,
+    auth::{AuthUser, SessionInfo},
     client_ip::binding_hash,
     error::{ApiError, ErrorBody},
     extract::{ApiJson, ClientInfo},
@@ -26,16 +26,31 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let mut auth = state.upstreams.auth.clone();
+    let ip_hash = binding_hash(client.ip.to_string().as_bytes());
+    let user_agent_hash = binding_hash(client.user_agent.as_bytes());
     let reply = ctx
         .run(auth.login(ctx.request(LoginRequest {
             email: body.email,
             password: body.password,
-            ip_hash: binding_hash(client.ip.to_string().as_bytes()),
-            user_agent_hash: binding_hash(client.user_agent.as_bytes()),
+            ip_hash: ip_hash.clone(),
+            user_agent_hash: user_agent_hash.clone(),
         })?))
         .await?;
     if reply.token.is_empty() {
         return Err(ApiError::unauthorized("wrong email or password"));
+    }
+    // Cache the new session now, so the owner's first buy needs no lookup at auth.
+    if let Ok(claims) = state.keys.verify(&reply.token) {
+        if let Ok(user_id) = claims.sub.parse() {
+            let session = SessionInfo {
+                user_id,
+                admin: reply.role == i32::from(flashsale_proto::auth::Role::Admin),
+                ip_hash,
+                user_agent_hash,
+                expires_at_ms: reply.expires_at_ms,
+            };
+            state.sessions.warm(&claims.jti, session).await;
+        }
     }
     Ok((
         StatusCode::CREATED,
