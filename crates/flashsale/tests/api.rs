@@ -1898,3 +1898,30 @@ async fn a_retry_after_the_sale_ended_still_names_the_accepted_order() {
     assert_eq!(body(r).await["order_id"], order.as_str());
     assert_eq!(remaining(&app, sale).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_carry_the_callers_trace_id_or_a_new_one() {
+    let app = TestApp::spawn().await;
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .req(Method::GET, "/api/v1/nowhere", &ip(43))
+        .header(
+            "traceparent",
+            format!("00-{caller_trace}-00f067aa0ba902b7-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(r).await["error"]["trace_id"], caller_trace);
+    let fresh = body(
+        app.req(Method::GET, "/api/v1/nowhere", &ip(43))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let fresh = fresh["error"]["trace_id"].as_str().unwrap().to_owned();
+    assert_eq!(fresh.len(), 32);
+    assert_ne!(fresh, caller_trace);
+}

@@ -14,7 +14,7 @@ use std::{any::Any, time::Duration};
 use axum::{
     body::Body,
     extract::{MatchedPath, Request, State},
-    http::{header, HeaderValue},
+    http::header,
     middleware::Next,
     response::{IntoResponse, Response},
     Json,
@@ -28,7 +28,9 @@ use crate::{
     upstream::Deadline,
 };
 
-/// Makes sure the request carries a valid `traceparent` (a child of the caller's, or a new root).
+/// Decides the request's trace context once (a child of the caller's `traceparent`, or a new
+/// root) and stores it in the request's extensions for the span, the error body and every
+/// upstream call.
 pub async fn ensure_trace(mut request: Request, next: Next) -> Response {
     let trace = TraceContext::from_header_or_new(
         request
@@ -36,9 +38,7 @@ pub async fn ensure_trace(mut request: Request, next: Next) -> Response {
             .get(TRACEPARENT_HEADER)
             .and_then(|v| v.to_str().ok()),
     );
-    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
-        request.headers_mut().insert(TRACEPARENT_HEADER, value);
-    }
+    request.extensions_mut().insert(trace);
     next.run(request).await
 }
 
@@ -62,11 +62,9 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .unwrap_or("-")
         .to_owned();
     let trace_id = request
-        .headers()
-        .get(TRACEPARENT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse)
-        .map(|t| t.trace_id_hex())
+        .extensions()
+        .get::<TraceContext>()
+        .map(TraceContext::trace_id_hex)
         .unwrap_or_default();
     let response = next.run(request).await;
     let status = response.status();

@@ -129,12 +129,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
             .get::<Deadline>()
             .map(|d| d.0)
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
-        let trace = TraceContext::from_header_or_new(
-            parts
-                .headers
-                .get(TRACEPARENT_HEADER)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let trace = flashsale_telemetry::span::request_trace(&parts.extensions, &parts.headers);
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)
