@@ -1,0 +1,139 @@
+//! Redis plumbing shared by every flashsale service that keeps state in Redis.
+//!
+//! A service gets a [`Redis`] handle: one multiplexed connection ([`ConnectionManager`]) that
+//! every task clones and pipelines through — concurrent callers share round trips instead of
+//! each holding a socket — plus the key prefix all of its keys live under. The prefix lets
+//! several deployments (or several tests running in parallel) share one Redis server without
+//! seeing each other's keys.
+//!
+//! The connection reconnects by itself after Redis restarts; a command sent while Redis is
+//! unreachable fails after [`RedisConfig::response_timeout_ms`] rather than hanging, so a caller
+//! can answer its client within the request budget.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+pub use redis::{aio::ConnectionManager, RedisError};
+use redis::{aio::ConnectionManagerConfig, Client};
+use serde::Deserialize;
+
+/// Where Redis is and how the service talks to it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Server URL, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS is not built in).
+    pub url: String,
+    /// Prefix of every key this deployment writes, e.g. `flashsale:`.
+    pub key_prefix: String,
+    /// How long one command may wait for its reply before it fails.
+    pub response_timeout_ms: u64,
+    /// How long opening a connection may take.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "flashsale:".into(),
+            response_timeout_ms: 250,
+            connect_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Failure to reach Redis at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis at {url}: {source}")]
+pub struct ConnectError {
+    /// The URL tried (without credentials).
+    pub url: String,
+    /// Why.
+    #[source]
+    pub source: RedisError,
+}
+
+/// A shared, multiplexed Redis connection and the key prefix of its owner.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, safe to log.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Redis {
+    /// Connects (failing if Redis cannot be reached now); later outages are retried by the
+    /// connection itself.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, ConnectError> {
+        let err = |source| ConnectError {
+            url: redacted(&config.url),
+            source,
+        };
+        let client = Client::open(config.url.as_str()).map_err(err)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(config.response_timeout_ms)))
+            .set_connection_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(err)?;
+        tracing::info!(url = %redacted(&config.url), prefix = %config.key_prefix, "connected to Redis");
+        Ok(Self {
+            conn,
+            prefix: config.key_prefix.clone(),
+        })
+    }
+
+    /// A clone of the multiplexed connection (cheap; all clones share one socket).
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The full key for `name` under this owner's prefix.
+    pub fn key(&self, name: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + name.len());
+        key.push_str(&self.prefix);
+        key.push_str(name);
+        key
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redacted("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
