@@ -1,0 +1,137 @@
+//! Rate limiting for the flashsale gateway (the article's anti-brush limits, chapter 4.1).
+//!
+//! A [`Limiter`] answers one question: may this attempt pass every rule that applies to it?
+//! Each [`Check`] names a key (`buy:u:42:7`, `login:ip:10.0.0.1`, …) and the [`Rate`] it is held
+//! to. All checks of one attempt are decided together and atomically: either every key is
+//! charged, or none is and the attempt is refused with the longest wait among the keys that
+//! refused it. So a shopper refused by the per-(user, sale) rule does not also spend their
+//! per-IP budget.
+//!
+//! The algorithm is GCRA ([`gcra`]): exact bursts (`limit` at once) and smooth refill, one
+//! number of state per key. Two backends, chosen in configuration:
+//! * [`MemoryLimiter`]: in this process only — a single gateway, or tests.
+//! * [`RedisLimiter`]: shared by every gateway on one Redis; one Lua script per decision, so a
+//!   decision is one round trip whatever the number of rules, and the clock is Redis's own
+//!   (gateways with skewed clocks still agree).
+//!
+//! We keep GCRA in our own few lines rather than use `governor` because the Redis backend needs
+//! the same arithmetic in Lua and both must give identical answers (one conformance suite in
+//! `tests/conformance.rs` runs against both); governor also cannot charge several keys
+//! all-or-nothing.
+
+pub mod gcra;
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+pub use memory::MemoryLimiter;
+pub use redis::RedisLimiter;
+use serde::{Deserialize, Serialize};
+
+/// At most `limit` attempts per `period_ms`: a burst of `limit`, then one per
+/// `period_ms / limit`. A `limit` of 0 turns the rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Rate {
+    /// Attempts per period (0: unlimited).
+    pub limit: u32,
+    /// Length of the period in milliseconds.
+    pub period_ms: u64,
+}
+
+impl Rate {
+    /// `limit` per second.
+    pub const fn per_second(limit: u32) -> Self {
+        Self {
+            limit,
+            period_ms: 1_000,
+        }
+    }
+
+    /// `limit` per minute.
+    pub const fn per_minute(limit: u32) -> Self {
+        Self {
+            limit,
+            period_ms: 60_000,
+        }
+    }
+
+    /// Whether the rule limits anything.
+    pub fn is_on(self) -> bool {
+        self.limit > 0 && self.period_ms > 0
+    }
+
+    /// The period in microseconds.
+    fn period_us(self) -> u64 {
+        self.period_ms.saturating_mul(1_000)
+    }
+
+    /// Time between two attempts once the burst is spent, in microseconds (at least 1).
+    fn interval_us(self) -> u64 {
+        (self.period_us() / u64::from(self.limit.max(1))).max(1)
+    }
+}
+
+/// One rule applied to one key.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    /// What is counted (the backend adds its own prefix).
+    pub key: &'a str,
+    /// How fast it may go.
+    pub rate: Rate,
+}
+
+/// The answer to an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Every rule passed; every key was charged.
+    Allowed,
+    /// Some rule refused; nothing was charged.
+    Refused {
+        /// When the same attempt would pass.
+        retry_after: Duration,
+    },
+}
+
+/// The shared limiter could not decide (Redis unreachable or failing).
+#[derive(Debug, thiserror::Error)]
+#[error("rate limiter unavailable: {0}")]
+pub struct LimitError(#[from] ::redis::RedisError);
+
+/// A rate limiter: in process or in Redis.
+#[derive(Debug, Clone)]
+pub enum Limiter {
+    /// In-process state.
+    Memory(MemoryLimiter),
+    /// State shared through Redis.
+    Redis(RedisLimiter),
+}
+
+impl Limiter {
+    /// Decides an attempt against every check at once; rules that are off are skipped.
+    pub async fn check(&self, checks: &[Check<'_>]) -> Result<Decision, LimitError> {
+        match self {
+            Self::Memory(m) => Ok(m.check(checks)),
+            Self::Redis(r) => r.check(checks).await,
+        }
+    }
+
+    /// Forgets keys that are back to a full budget (bounds memory); Redis expires them itself.
+    pub fn prune(&self) {
+        if let Self::Memory(m) = self {
+            m.prune();
+        }
+    }
+}
+
+impl From<MemoryLimiter> for Limiter {
+    fn from(m: MemoryLimiter) -> Self {
+        Self::Memory(m)
+    }
+}
+
+impl From<RedisLimiter> for Limiter {
+    fn from(r: RedisLimiter) -> Self {
+        Self::Redis(r)
+    }
+}

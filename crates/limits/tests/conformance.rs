@@ -1,0 +1,221 @@
+//! One behavioural suite for every limiter backend: the in-process one always, the Redis one
+//! against the real server (under its own key prefix; skipped with a message when no Redis is
+//! reachable, a failure under `CI=true`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{sync::Arc, time::Duration};
+
+use flashsale_limits::{Check, Decision, Limiter, MemoryLimiter, Rate, RedisLimiter};
+use flashsale_redis::testing::TestRedis;
+
+fn allowed(d: Decision) -> bool {
+    d == Decision::Allowed
+}
+
+async fn exactly_the_burst_passes(limiter: Limiter) {
+    let rate = Rate::per_second(3);
+    let mut passed = 0;
+    for _ in 0..100 {
+        if allowed(
+            limiter
+                .check(&[Check {
+                    key: "buy:u:1:1",
+                    rate,
+                }])
+                .await
+                .unwrap(),
+        ) {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 3);
+    let Decision::Refused { retry_after } = limiter
+        .check(&[Check {
+            key: "buy:u:1:1",
+            rate,
+        }])
+        .await
+        .unwrap()
+    else {
+        panic!("a fourth attempt passed");
+    };
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(334));
+    // Other keys have their own budgets.
+    assert!(allowed(
+        limiter
+            .check(&[Check {
+                key: "buy:u:1:2",
+                rate
+            }])
+            .await
+            .unwrap()
+    ));
+}
+
+async fn a_refused_attempt_charges_nothing(limiter: Limiter) {
+    let ip = Check {
+        key: "ip:10.0.0.1",
+        rate: Rate::per_minute(10),
+    };
+    let user = |k| Check {
+        key: k,
+        rate: Rate::per_minute(1),
+    };
+    assert!(allowed(limiter.check(&[ip, user("u:1")]).await.unwrap()));
+    // The user rule refuses: the IP budget must not be spent by these.
+    for _ in 0..20 {
+        assert!(!allowed(limiter.check(&[ip, user("u:1")]).await.unwrap()));
+    }
+    // 9 more of the IP's 10 remain, spread over other users.
+    let others = [
+        "u:2", "u:3", "u:4", "u:5", "u:6", "u:7", "u:8", "u:9", "u:10", "u:11",
+    ];
+    let mut passed = 0;
+    for k in others {
+        if allowed(limiter.check(&[ip, user(k)]).await.unwrap()) {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 9);
+}
+
+async fn a_rule_that_is_off_limits_nothing(limiter: Limiter) {
+    let off = Check {
+        key: "off",
+        rate: Rate {
+            limit: 0,
+            period_ms: 1_000,
+        },
+    };
+    for _ in 0..50 {
+        assert!(allowed(limiter.check(&[off]).await.unwrap()));
+    }
+    assert!(allowed(limiter.check(&[]).await.unwrap()));
+}
+
+async fn the_budget_refills_at_the_rate(limiter: Limiter) {
+    // 5 per second: one more every 200 ms after the burst (wide enough that the two checks
+    // after the wait cannot straddle another refill on a loaded machine).
+    let rate = Rate::per_second(5);
+    let check = [Check {
+        key: "refill",
+        rate,
+    }];
+    let mut passed = 0;
+    for _ in 0..10 {
+        passed += usize::from(allowed(limiter.check(&check).await.unwrap()));
+    }
+    assert_eq!(passed, 5);
+    // Wait for the refill the limiter itself announces, then exactly one more passes.
+    let Decision::Refused { retry_after } = limiter.check(&check).await.unwrap() else {
+        panic!("burst exceeded");
+    };
+    tokio::time::sleep(retry_after + Duration::from_millis(2)).await;
+    assert!(allowed(limiter.check(&check).await.unwrap()));
+    assert!(!allowed(limiter.check(&check).await.unwrap()));
+}
+
+async fn concurrent_attempts_never_exceed_the_burst(limiter: Limiter) {
+    let limiter = Arc::new(limiter);
+    let rate = Rate::per_minute(25);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let mut passed = 0;
+                for _ in 0..10 {
+                    if allowed(limiter.check(&[Check { key: "hot", rate }]).await.unwrap()) {
+                        passed += 1;
+                    }
+                }
+                passed
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for t in tasks {
+        passed += t.await.unwrap();
+    }
+    assert_eq!(passed, 25, "640 concurrent attempts at a burst of 25");
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(flashsale_limits::Limiter::from(super::MemoryLimiter::new())).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(test) = super::TestRedis::start().await else { return };
+                    let limiter = super::RedisLimiter::new(test.redis.clone());
+                    super::$case(flashsale_limits::Limiter::from(limiter)).await;
+                    test.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    exactly_the_burst_passes,
+    a_refused_attempt_charges_nothing,
+    a_rule_that_is_off_limits_nothing,
+    the_budget_refills_at_the_rate,
+    concurrent_attempts_never_exceed_the_burst,
+);
+
+#[tokio::test]
+async fn two_gateways_on_one_redis_share_a_budget() {
+    let Some(test) = TestRedis::start().await else {
+        return;
+    };
+    // Two limiters with their own connections: two gateway processes.
+    let a = RedisLimiter::new(flashsale_redis::Redis::connect(&test.config).await.unwrap());
+    let b = RedisLimiter::new(flashsale_redis::Redis::connect(&test.config).await.unwrap());
+    let check = [Check {
+        key: "ip:10.1.1.1",
+        rate: Rate::per_minute(10),
+    }];
+    let mut passed = 0;
+    for i in 0..40 {
+        let limiter = if i % 2 == 0 { &a } else { &b };
+        passed += usize::from(allowed(limiter.check(&check).await.unwrap()));
+    }
+    assert_eq!(passed, 10);
+    test.cleanup().await;
+}
+
+#[tokio::test]
+async fn memory_prune_forgets_full_budgets_only() {
+    let limiter = MemoryLimiter::new();
+    let short = Rate {
+        limit: 1,
+        period_ms: 1,
+    };
+    limiter.check(&[Check {
+        key: "short",
+        rate: short,
+    }]);
+    limiter.check(&[Check {
+        key: "long",
+        rate: Rate::per_minute(1),
+    }]);
+    assert_eq!(limiter.len(), 2);
+    // Wait until the 1 ms key is back to a full budget, then prune.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        limiter.prune();
+        if limiter.len() == 1 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(limiter.len(), 1, "only the minute-long key remains");
+}
