@@ -4,6 +4,17 @@ use serde::Deserialize;
 
 use crate::password::HashParams;
 
+/// Where sessions are kept.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionBackend {
+    /// In the auth process (lost when it restarts; one auth instance).
+    #[default]
+    Memory,
+    /// In Redis (the top-level `redis` section), shared by every auth instance.
+    Redis,
+}
+
 /// Settings of the auth service; defaults are production-grade except the signing secret,
 /// which the binary must supply.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +28,8 @@ pub struct AuthConfig {
     pub issuer: String,
     /// `aud` claim written and required.
     pub audience: String,
+    /// Where sessions are kept.
+    pub sessions: SessionBackend,
 }
 
 impl Default for AuthConfig {
@@ -26,6 +39,7 @@ impl Default for AuthConfig {
             argon2: HashParams::default(),
             issuer: "flashsale".into(),
             audience: "flashsale-api".into(),
+            sessions: SessionBackend::default(),
         }
     }
 }

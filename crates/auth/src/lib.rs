@@ -2,11 +2,13 @@
 //!
 //! * [`password`] hashes with argon2id on the blocking pool, so a login never stalls the async
 //!   workers, and compares in constant time.
-//! * [`token`] issues and verifies short-lived JWTs (HS256, `kid`, `iss`, `aud`, `jti`). The
-//!   gateway verifies tokens itself with the same [`token::TokenKeys`]; only the session behind a
-//!   token needs a call to this service (and is cached briefly by the gateway).
-//! * [`store`] holds the storage traits and their embedded implementations: users in the SQL
-//!   database, sessions in process memory.
+//! * [`token`] issues and verifies short-lived JWTs (HS256 only, `kid` with key rotation, `iss`,
+//!   `aud`, `typ`, `jti`). The gateway verifies tokens itself with the same
+//!   [`token::TokenKeys`]; only the session behind a token needs a call to this service (and
+//!   the gateway caches it for the session's life, dropping it when the revocation log says so).
+//! * [`store`] holds the storage traits and their implementations: users in the SQL database,
+//!   sessions in process memory or in Redis (shared by every auth instance), chosen by
+//!   [`config::SessionBackend`].
 //! * [`service`] is the gRPC server over those parts.
 
 pub mod config;

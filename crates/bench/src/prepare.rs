@@ -116,7 +116,8 @@ async fn prepare_user(
     let creds =
         json!({"email": format!("bench-{run}-{index}@bench.example"), "password": USER_PASSWORD});
     let (status, body) = call_retrying(conn, endpoint, "/api/v1/users", &headers, &creds).await?;
-    if status != StatusCode::CREATED && status != StatusCode::CONFLICT {
+    // 202 whether the user is new or already registered by an earlier run.
+    if status != StatusCode::ACCEPTED {
         return Err(unexpected(
             format!("registering user {index}"),
             status,

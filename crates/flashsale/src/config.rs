@@ -72,6 +72,18 @@ impl Default for ServiceAddrs {
     }
 }
 
+/// A signing key that has been replaced: it still verifies the tokens it signed before
+/// `retired_at` until they expire, then it is ignored (and can be deleted from the config).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetiredKeyConfig {
+    /// Its `kid`.
+    pub kid: String,
+    /// Its secret.
+    pub secret: String,
+    /// When it stopped signing (Unix seconds).
+    pub retired_at: i64,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -94,6 +106,11 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Id of the signing key, written as the token's `kid`.
     pub jwt_kid: String,
+    /// Previous signing keys, kept verifying until their tokens expire (key rotation).
+    pub jwt_retired_keys: Vec<RetiredKeyConfig>,
+    /// Redis, for the backends configured to use it (`gateway.limits.backend`,
+    /// `auth.sessions`).
+    pub redis: flashsale_redis::RedisConfig,
     /// HTTP address of the gateway.
     pub http_addr: SocketAddr,
     /// gRPC addresses of the services.
@@ -120,6 +137,8 @@ impl Default for Config {
             admin_password: None,
             jwt_secret: None,
             jwt_kid: "k1".into(),
+            jwt_retired_keys: Vec::new(),
+            redis: flashsale_redis::RedisConfig::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             services: ServiceAddrs::default(),
             gateway: GatewayConfig::default(),
@@ -222,6 +241,52 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_and_backends_are_read_from_configuration() {
+        let config: Config = Figment::new()
+            .merge(Toml::string(
+                r#"
+                [gateway.limits]
+                backend = "redis"
+                buy_per_ip = "20/min"
+                login_per_account = { limit = 2, period_ms = 30000 }
+                register_per_ip = "off"
+                [auth]
+                sessions = "redis"
+                [redis]
+                url = "redis://10.0.0.5:6379/2"
+                "#,
+            ))
+            .extract()
+            .unwrap();
+        let limits = &config.gateway.limits;
+        assert_eq!(
+            limits.backend,
+            flashsale_gateway::config::LimitsBackend::Redis
+        );
+        assert_eq!(limits.buy_per_ip, flashsale_limits::Rate::per_minute(20));
+        assert_eq!(limits.login_per_account.period_ms, 30_000);
+        assert!(!limits.register_per_ip.is_on());
+        // Untouched rules keep their defaults.
+        assert_eq!(
+            limits.buy_per_user_sale,
+            flashsale_limits::Rate::per_second(3)
+        );
+        assert_eq!(
+            config.auth.sessions,
+            flashsale_auth::config::SessionBackend::Redis
+        );
+        assert_eq!(config.redis.url, "redis://10.0.0.5:6379/2");
+        assert_eq!(config.redis.key_prefix, "flashsale:");
+
+        let bad: Result<Config, _> = Figment::new()
+            .merge(Toml::string(
+                "[gateway.limits]\nbuy_per_ip = \"10 a minute\"",
+            ))
+            .extract();
+        assert!(bad.unwrap_err().to_string().contains("invalid rate"));
+    }
 
     #[test]
     fn defaults_pass_the_cross_section_checks() {

@@ -13,12 +13,15 @@
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use flashsale_auth::{
-    store::{MemorySessionStore, SqlUserStore},
-    token::TokenKeys,
+    config::SessionBackend,
+    store::{MemorySessionStore, RedisSessionStore, SessionStore, SqlUserStore},
+    token::{RetiredKey, SigningKey, TokenKeys},
     AuthService,
 };
+use flashsale_gateway::config::LimitsBackend;
 use flashsale_gateway::{upstream::Upstreams, AppState};
 use flashsale_inventory::{catalog::SqlCatalog, stock::MemoryStock, InventoryService};
+use flashsale_limits::{Limiter, MemoryLimiter, RedisLimiter};
 use flashsale_order::{
     queue::{JournalQueue, OrderQueue},
     release::StockReleaser,
@@ -26,6 +29,7 @@ use flashsale_order::{
     OrderService,
 };
 use flashsale_proto::inventory::inventory_client::InventoryClient;
+use flashsale_redis::Redis;
 use flashsale_storage::{Durability, SqlitePool};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -53,6 +57,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// Redis could not be reached.
+    #[error(transparent)]
+    Redis(#[from] flashsale_redis::ConnectError),
     /// The database could not be opened.
     #[error(transparent)]
     Storage(#[from] flashsale_storage::StorageError),
@@ -116,17 +123,57 @@ async fn token_keys(config: &Config, dev: bool) -> Result<TokenKeys, StartupErro
             ))
         }
     };
-    if secret.len() < 32 {
-        return Err(StartupError::Config(
-            "jwt_secret must be at least 32 bytes".into(),
-        ));
-    }
-    Ok(TokenKeys::new(
-        &config.jwt_kid,
-        secret.as_bytes(),
+    let retired = config
+        .jwt_retired_keys
+        .iter()
+        .map(|k| RetiredKey {
+            kid: k.kid.clone(),
+            secret: k.secret.as_bytes().to_vec(),
+            retired_at: k.retired_at,
+        })
+        .collect();
+    TokenKeys::new(
+        SigningKey {
+            kid: config.jwt_kid.clone(),
+            secret: secret.into_bytes(),
+        },
+        retired,
         &config.auth.issuer,
         &config.auth.audience,
-    ))
+        i64::try_from(config.auth.token_ttl_secs).unwrap_or(i64::MAX),
+    )
+    .map_err(|e| StartupError::Config(format!("token keys: {e}")))
+}
+
+/// One Redis connection for every backend of this process that is configured to use Redis;
+/// `None` when none is.
+async fn redis_if_needed(config: &Config, uses: bool) -> Result<Option<Redis>, StartupError> {
+    if uses {
+        Ok(Some(Redis::connect(&config.redis).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The gateway's rate limiter backend.
+fn limiter(config: &Config, redis: Option<&Redis>) -> Result<Limiter, StartupError> {
+    match (config.gateway.limits.backend, redis) {
+        (LimitsBackend::Memory, _) => Ok(MemoryLimiter::new().into()),
+        (LimitsBackend::Redis, Some(redis)) => Ok(RedisLimiter::new(redis.clone()).into()),
+        (LimitsBackend::Redis, None) => Err(StartupError::Config(
+            "gateway.limits.backend = redis needs a Redis connection".into(),
+        )),
+    }
+}
+
+/// Whether the gateway needs Redis.
+fn gateway_uses_redis(config: &Config) -> bool {
+    config.gateway.limits.backend == LimitsBackend::Redis
+}
+
+/// Whether the auth service needs Redis.
+fn auth_uses_redis(config: &Config) -> bool {
+    config.auth.sessions == SessionBackend::Redis
 }
 
 async fn dev_secret(data_dir: &Path) -> Result<String, StartupError> {
@@ -151,11 +198,21 @@ async fn build_auth(
     config: &Config,
     pool: SqlitePool,
     keys: TokenKeys,
+    redis: Option<&Redis>,
 ) -> Result<AuthService, StartupError> {
+    let sessions: Arc<dyn SessionStore> = match (config.auth.sessions, redis) {
+        (SessionBackend::Memory, _) => Arc::new(MemorySessionStore::default()),
+        (SessionBackend::Redis, Some(redis)) => Arc::new(RedisSessionStore::new(redis.clone())),
+        (SessionBackend::Redis, None) => {
+            return Err(StartupError::Config(
+                "auth.sessions = redis needs a Redis connection".into(),
+            ))
+        }
+    };
     let service = AuthService::new(
         &config.auth,
         Arc::new(SqlUserStore::new(pool)),
-        Arc::new(MemorySessionStore::default()),
+        sessions,
         keys,
     )?;
     if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
@@ -330,7 +387,12 @@ impl DevApp {
 
         let servers_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
-        let auth = build_auth(&config, pool.clone(), keys.clone()).await?;
+        let redis = redis_if_needed(
+            &config,
+            gateway_uses_redis(&config) || auth_uses_redis(&config),
+        )
+        .await?;
+        let auth = build_auth(&config, pool.clone(), keys.clone(), redis.as_ref()).await?;
         let (inventory, reconciler) =
             build_inventory(&config, pool.clone(), &workers_shutdown).await?;
         let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
@@ -342,7 +404,13 @@ impl DevApp {
         ];
         let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
             .map_err(|e| StartupError::Config(e.to_string()))?;
-        let gateway = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
+        let gateway = AppState::new(
+            config.gateway.clone(),
+            keys,
+            upstreams,
+            limiter(&config, redis.as_ref())?,
+            metrics,
+        );
         tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
         Ok(Self {
             http,
@@ -421,7 +489,14 @@ impl ServiceApp {
                     .map_err(|e| StartupError::Config(e.to_string()))?;
                 let listener = bind(&config.http_addr.to_string()).await?;
                 let addr = local_addr(&listener)?;
-                let state = AppState::new(config.gateway.clone(), keys, upstreams, metrics);
+                let redis = redis_if_needed(&config, gateway_uses_redis(&config)).await?;
+                let state = AppState::new(
+                    config.gateway.clone(),
+                    keys,
+                    upstreams,
+                    limiter(&config, redis.as_ref())?,
+                    metrics,
+                );
                 return Ok(Self {
                     service,
                     addr,
@@ -433,7 +508,8 @@ impl ServiceApp {
                 let keys = token_keys(&config, false).await?;
                 let listener = bind(&config.services.auth).await?;
                 let addr = local_addr(&listener)?;
-                let auth = build_auth(&config, pool, keys).await?;
+                let redis = redis_if_needed(&config, auth_uses_redis(&config)).await?;
+                let auth = build_auth(&config, pool, keys, redis.as_ref()).await?;
                 (
                     addr,
                     spawn_grpc(listener, auth.into_server(), server_shutdown.clone()),

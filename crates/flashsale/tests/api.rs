@@ -9,44 +9,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{error_code, ip, TestApp, PASSWORD};
-use flashsale_auth::token::TokenKeys;
-use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
+use common::{accepted, body, error_code, ip, remaining, with_json, TestApp, PASSWORD, UA};
+use flashsale_auth::token::{SigningKey, TokenKeys};
+use reqwest::{header, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 /// The IP the harness's `admin()` logs in from (its token is bound to it).
 const ADMIN_IP: &str = "10.255.255.254";
-/// The User-Agent the harness sends.
-const UA: &str = "flashsale-tests";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-async fn body(r: Response) -> Value {
-    r.json().await.unwrap()
-}
-
-/// A request with an explicit client IP and User-Agent (the harness's `req` appends headers, so
-/// it cannot replace them).
-fn raw(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    client_ip: &str,
-    user_agent: &str,
-) -> RequestBuilder {
-    app.client
-        .request(method, app.url(path))
-        .header("x-forwarded-for", client_ip)
-        .header(header::USER_AGENT, user_agent)
-}
-
-/// A request carrying `body` verbatim as JSON.
-fn with_json(rb: RequestBuilder, text: &str) -> RequestBuilder {
-    rb.header(header::CONTENT_TYPE, "application/json")
-        .body(text.to_owned())
-}
 
 fn sale_body(
     stock: i64,
@@ -70,10 +43,6 @@ async fn create_sale(app: &TestApp, admin: &str, body: &Value) -> Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn remaining(app: &TestApp, sale: i64) -> i64 {
-    app.sale(sale).await["remaining"].as_i64().unwrap()
 }
 
 /// A buy with an explicit JSON body text.
@@ -121,15 +90,6 @@ async fn buy_qty(
 }
 
 /// Asserts `202 {order_id, status: "pending"}` and returns the order id.
-async fn accepted(r: Response) -> String {
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let b = body(r).await;
-    assert_eq!(b["status"], "pending", "{b}");
-    let id = b["order_id"].as_str().unwrap().to_owned();
-    uuid::Uuid::parse_str(&id).expect("order_id is a UUID");
-    id
-}
-
 async fn get_order(app: &TestApp, token: &str, client_ip: &str, order: &str) -> Response {
     app.authed(
         Method::GET,
@@ -242,20 +202,26 @@ fn claims(token: &str) -> Value {
 /// The gateway's real signing keys, from the secret `flashsale dev` keeps in its data dir.
 fn real_keys(app: &TestApp) -> TokenKeys {
     let secret = std::fs::read_to_string(app.data_dir.path().join("jwt-secret")).unwrap();
-    TokenKeys::new("k1", secret.trim().as_bytes(), "flashsale", "flashsale-api")
+    keys_with("k1", secret.trim().as_bytes(), "flashsale-api")
+}
+
+/// Signing keys with this kid, secret and audience (issuer `flashsale`, 15-minute tokens).
+fn keys_with(kid: &str, secret: &[u8], audience: &str) -> TokenKeys {
+    TokenKeys::new(
+        SigningKey {
+            kid: kid.into(),
+            secret: secret.to_vec(),
+        },
+        Vec::new(),
+        "flashsale",
+        audience,
+        15 * 60,
+    )
+    .unwrap()
 }
 
 fn unix_now() -> i64 {
     Utc::now().timestamp()
-}
-
-/// `GET /api/v1/orders` with `token`, from `client_ip` and `user_agent`.
-async fn whoami(app: &TestApp, token: &str, client_ip: &str, user_agent: &str) -> Response {
-    raw(app, Method::GET, "/api/v1/orders", client_ip, user_agent)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,26 +229,35 @@ async fn whoami(app: &TestApp, token: &str, client_ip: &str, user_agent: &str) -
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_creates_a_user_once() {
+async fn register_does_not_reveal_whether_an_email_has_an_account() {
     let app = TestApp::spawn().await;
+    let register = |email: &'static str, password: &'static str| {
+        app.req(Method::POST, "/api/v1/users", &ip(1))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+    let first = register(" Ann@Example.com ", PASSWORD).await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first = body(first).await;
+    assert_eq!(first["email"], "ann@example.com");
+
+    // The same address again, in any case and with another password: the very same answer.
+    let again = register("ANN@example.com", "another-password")
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(body(again).await, first);
+
+    // Nothing changed: the first password still opens the account, the second does not.
+    let token = app.login_as("ann@example.com", PASSWORD, &ip(1)).await;
+    assert!(!token.is_empty());
     let r = app
-        .req(Method::POST, "/api/v1/users", &ip(1))
-        .json(&json!({"email": " Ann@Example.com ", "password": PASSWORD}))
+        .req(Method::POST, "/api/v1/sessions", &ip(1))
+        .json(&json!({"email": "ann@example.com", "password": "another-password"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let user = body(r).await;
-    assert!(user["id"].as_i64().unwrap() > 0, "{user}");
-    assert_eq!(user["email"], "ann@example.com");
-
-    // The same address again, in any case: 409.
-    let r = app.register("ANN@example.com", &ip(1)).await;
-    assert_eq!(error_code(r, StatusCode::CONFLICT).await, "email_taken");
-
-    // The account works with its normalised address.
-    let token = app.login_as("ann@example.com", PASSWORD, &ip(1)).await;
-    assert!(!token.is_empty());
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,122 +367,13 @@ async fn register_refuses_bad_input_and_creates_nothing() {
     );
     assert_eq!(
         app.register(email, &ip(2)).await.status(),
-        StatusCode::CREATED
+        StatusCode::ACCEPTED
     );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sessions and authentication
 // ---------------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_returns_a_token_and_hides_which_part_was_wrong() {
-    let app = TestApp::spawn().await;
-    assert_eq!(
-        app.register("carol@example.com", &ip(3)).await.status(),
-        StatusCode::CREATED
-    );
-    let login = |email: &str, password: &str| {
-        app.req(Method::POST, "/api/v1/sessions", &ip(3))
-            .json(&json!({"email": email, "password": password}))
-            .send()
-    };
-
-    let before = Utc::now();
-    let r = login("carol@example.com", PASSWORD).await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let b = body(r).await;
-    let token = b["token"].as_str().unwrap();
-    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-    let expires_at = DateTime::parse_from_rfc3339(b["expires_at"].as_str().unwrap())
-        .unwrap()
-        .with_timezone(&Utc);
-    assert!(
-        expires_at > before + chrono::Duration::minutes(14),
-        "{expires_at}"
-    );
-    assert!(
-        expires_at <= Utc::now() + chrono::Duration::minutes(15) + chrono::Duration::seconds(1)
-    );
-    // The token works.
-    assert_eq!(
-        whoami(&app, token, &ip(3), UA).await.status(),
-        StatusCode::OK
-    );
-
-    // Wrong password, unknown email, malformed email: one indistinguishable answer.
-    let mut answers = Vec::new();
-    for (email, password) in [
-        ("carol@example.com", "wrong-password"),
-        ("nobody@example.com", PASSWORD),
-        ("not-an-email", PASSWORD),
-    ] {
-        let r = login(email, password).await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let e = body(r).await["error"].clone();
-        answers.push((e["code"].clone(), e["message"].clone()));
-    }
-    assert_eq!(answers[0].0, "unauthorized");
-    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
-
-    // Malformed JSON: 400.
-    let r = with_json(app.req(Method::POST, "/api/v1/sessions", &ip(3)), "{")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::BAD_REQUEST).await,
-        "malformed_json"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_revokes_only_the_current_token() {
-    let app = TestApp::spawn().await;
-    let token = app.customer("dave@example.com", &ip(4)).await;
-    let other = app.login_as("dave@example.com", PASSWORD, &ip(4)).await;
-    assert_eq!(
-        whoami(&app, &token, &ip(4), UA).await.status(),
-        StatusCode::OK
-    );
-
-    let r = app
-        .authed(Method::DELETE, "/api/v1/sessions/current", &ip(4), &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-
-    let r = whoami(&app, &token, &ip(4), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    let r = app
-        .authed(Method::DELETE, "/api/v1/sessions/current", &ip(4), &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    // Without a token there is nothing to log out.
-    let r = app
-        .req(Method::DELETE, "/api/v1/sessions/current", &ip(4))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    // The user's other session is untouched.
-    assert_eq!(
-        whoami(&app, &other, &ip(4), UA).await.status(),
-        StatusCode::OK
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protected_endpoint_needs_a_token() {
@@ -584,59 +450,60 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
     let sig = parts[2];
     let flipped_first = if sig.starts_with('A') { 'B' } else { 'A' };
     let tampered = format!("{}.{}.{flipped_first}{}", parts[0], parts[1], &sig[1..]);
-    refused(whoami(&app, &tampered, &ip(6), UA).await).await;
+    refused(app.whoami(&tampered, &ip(6), UA).await).await;
     let mut sig_bytes = b64url_decode(sig);
     sig_bytes[0] ^= 1;
     let tampered = format!("{}.{}.{}", parts[0], parts[1], b64url_encode(&sig_bytes));
-    refused(whoami(&app, &tampered, &ip(6), UA).await).await;
+    refused(app.whoami(&tampered, &ip(6), UA).await).await;
     // No signature at all.
-    refused(whoami(&app, &format!("{}.{}.", parts[0], parts[1]), &ip(6), UA).await).await;
+    refused(
+        app.whoami(&format!("{}.{}.", parts[0], parts[1]), &ip(6), UA)
+            .await,
+    )
+    .await;
 
     // The payload changed (another user id) under the original signature.
     let mut forged_claims = c.clone();
     forged_claims["sub"] = json!("1");
     let forged_payload = b64url_encode(forged_claims.to_string().as_bytes());
     refused(
-        whoami(
-            &app,
-            &format!("{}.{forged_payload}.{sig}", parts[0]),
-            &ip(6),
-            UA,
-        )
-        .await,
+        app.whoami(&format!("{}.{forged_payload}.{sig}", parts[0]), &ip(6), UA)
+            .await,
     )
     .await;
 
     // Signed with another secret under the same kid, for the real session.
-    let other = TokenKeys::new(
+    let other = keys_with(
         "k1",
         b"another secret of at least 32 bytes!",
-        "flashsale",
         "flashsale-api",
     );
     let forged = other.issue(user_id, jti, unix_now(), 900).unwrap();
-    refused(whoami(&app, &forged, &ip(6), UA).await).await;
+    refused(app.whoami(&forged, &ip(6), UA).await).await;
 
     // alg: none, with and without a signature.
     let none_header = b64url_encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
-    refused(whoami(&app, &format!("{none_header}.{}.", parts[1]), &ip(6), UA).await).await;
     refused(
-        whoami(
-            &app,
-            &format!("{none_header}.{}.{sig}", parts[1]),
-            &ip(6),
-            UA,
-        )
-        .await,
+        app.whoami(&format!("{none_header}.{}.", parts[1]), &ip(6), UA)
+            .await,
+    )
+    .await;
+    refused(
+        app.whoami(&format!("{none_header}.{}.{sig}", parts[1]), &ip(6), UA)
+            .await,
     )
     .await;
     // Another algorithm named in the header.
     let hs512 = b64url_encode(br#"{"alg":"HS512","typ":"JWT","kid":"k1"}"#);
-    refused(whoami(&app, &format!("{hs512}.{}.{sig}", parts[1]), &ip(6), UA).await).await;
+    refused(
+        app.whoami(&format!("{hs512}.{}.{sig}", parts[1]), &ip(6), UA)
+            .await,
+    )
+    .await;
 
     // The real token still works: the refusals were about the tokens.
     assert_eq!(
-        whoami(&app, &token, &ip(6), UA).await.status(),
+        app.whoami(&token, &ip(6), UA).await.status(),
         StatusCode::OK
     );
 }
@@ -655,19 +522,19 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
     // refusals below are about time and claims, not about the key.
     let fresh = keys.issue(user_id, jti, now, 900).unwrap();
     assert_eq!(
-        whoami(&app, &fresh, &ip(7), UA).await.status(),
+        app.whoami(&fresh, &ip(7), UA).await.status(),
         StatusCode::OK
     );
 
     let expired = keys.issue(user_id, jti, now - 2000, 900).unwrap();
-    let r = whoami(&app, &expired, &ip(7), UA).await;
+    let r = app.whoami(&expired, &ip(7), UA).await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
     );
 
     let not_yet = keys.issue(user_id, jti, now + 600, 900).unwrap();
-    let r = whoami(&app, &not_yet, &ip(7), UA).await;
+    let r = app.whoami(&not_yet, &ip(7), UA).await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
@@ -675,7 +542,7 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
 
     // A validly signed token whose subject is not the session's owner.
     let other_user = keys.issue(user_id + 1000, jti, now, 900).unwrap();
-    let r = whoami(&app, &other_user, &ip(7), UA).await;
+    let r = app.whoami(&other_user, &ip(7), UA).await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
@@ -683,7 +550,7 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
 
     // A validly signed token for a session that does not exist.
     let no_session = keys.issue(user_id, "no-such-session", now, 900).unwrap();
-    let r = whoami(&app, &no_session, &ip(7), UA).await;
+    let r = app.whoami(&no_session, &ip(7), UA).await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
@@ -691,89 +558,18 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
 
     // Wrong key id, wrong audience.
     let secret = std::fs::read_to_string(app.data_dir.path().join("jwt-secret")).unwrap();
-    let k2 = TokenKeys::new("k2", secret.trim().as_bytes(), "flashsale", "flashsale-api");
-    let r = whoami(&app, &k2.issue(user_id, jti, now, 900).unwrap(), &ip(7), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    let aud = TokenKeys::new("k1", secret.trim().as_bytes(), "flashsale", "elsewhere");
-    let r = whoami(
-        &app,
-        &aud.issue(user_id, jti, now, 900).unwrap(),
-        &ip(7),
-        UA,
-    )
-    .await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_replayed_from_another_client_is_refused() {
-    let app = TestApp::spawn().await;
-    let sale = app.open_sale(10, 1).await;
-    let token = app.customer("gina@example.com", &ip(8)).await;
-
-    // Another IP.
-    let r = whoami(&app, &token, &ip(9), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    // Another User-Agent, and none at all.
-    let r = whoami(&app, &token, &ip(8), "curl/8.0").await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    let k2 = keys_with("k2", secret.trim().as_bytes(), "flashsale-api");
     let r = app
-        .client
-        .get(app.url("/api/v1/orders"))
-        .header("x-forwarded-for", ip(8))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .whoami(&k2.issue(user_id, jti, now, 900).unwrap(), &ip(7), UA)
+        .await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
     );
-    // A stolen token cannot buy from elsewhere either, and takes no stock.
-    let r = raw(
-        &app,
-        Method::POST,
-        &format!("/api/v1/sales/{sale}/orders"),
-        &ip(9),
-        UA,
-    )
-    .bearer_auth(&token)
-    .header("idempotency-key", "stolen")
-    .json(&json!({"quantity": 1}))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
-    assert_eq!(remaining(&app, sale).await, 10);
-
-    // The owner, from the original client, is served. A client-written hop to the left of the
-    // trusted proxy's entry changes nothing: the right-most untrusted address is the client.
-    assert_eq!(
-        whoami(&app, &token, &ip(8), UA).await.status(),
-        StatusCode::OK
-    );
-    let spoofed = format!("203.0.113.7, {}", ip(8));
-    assert_eq!(
-        whoami(&app, &token, &spoofed, UA).await.status(),
-        StatusCode::OK
-    );
-    let spoofed = format!("{}, 203.0.113.7", ip(8));
-    let r = whoami(&app, &token, &spoofed, UA).await;
+    let aud = keys_with("k1", secret.trim().as_bytes(), "elsewhere");
+    let r = app
+        .whoami(&aud.issue(user_id, jti, now, 900).unwrap(), &ip(7), UA)
+        .await;
     assert_eq!(
         error_code(r, StatusCode::UNAUTHORIZED).await,
         "unauthorized"
@@ -1331,136 +1127,6 @@ async fn idempotency_key_cannot_be_reused_for_another_request() {
     let theirs = accepted(app.buy(second, &other, &ip(21), "shared").await).await;
     assert_ne!(theirs, order);
     assert_eq!(remaining(&app, second).await, 9);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_user_is_limited_to_three_attempts_per_second_per_sale() {
-    let app = TestApp::spawn().await;
-    let sale = app.open_sale(100, 10).await;
-    let other_sale = app.open_sale(100, 10).await;
-    let token = app.customer("sam@example.com", &ip(22)).await;
-    // Warm the session cache so the burst is quick.
-    assert_eq!(
-        whoami(&app, &token, &ip(22), UA).await.status(),
-        StatusCode::OK
-    );
-
-    let started = Instant::now();
-    let mut statuses = Vec::new();
-    let mut retry_after = Vec::new();
-    for n in 0..10 {
-        let r = app.buy(sale, &token, &ip(22), &format!("burst-{n}")).await;
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            let secs: u64 = r.headers()[header::RETRY_AFTER]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            retry_after.push(secs);
-            assert_eq!(
-                error_code(r, StatusCode::TOO_MANY_REQUESTS).await,
-                "rate_limited"
-            );
-            statuses.push(StatusCode::TOO_MANY_REQUESTS);
-        } else {
-            statuses.push(r.status());
-        }
-    }
-    let elapsed = started.elapsed();
-    let passed = statuses
-        .iter()
-        .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    // GCRA at 3/s with a burst of 3: at most 3 plus one per 333 ms the burst took.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let allowed = 3 + (elapsed.as_secs_f64() * 3.0).floor() as usize;
-    assert!(
-        passed <= allowed,
-        "{passed} passed in {elapsed:?}: {statuses:?}"
-    );
-    assert!(passed >= 3, "the first three attempts pass: {statuses:?}");
-    assert!(
-        !retry_after.is_empty(),
-        "no 429 in a burst of 10 ({elapsed:?}): {statuses:?}"
-    );
-    assert!(
-        retry_after.iter().all(|s| (1..=2).contains(s)),
-        "{retry_after:?}"
-    );
-    assert!(statuses
-        .iter()
-        .all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::TOO_MANY_REQUESTS));
-    // Refused attempts took nothing.
-    assert_eq!(
-        remaining(&app, sale).await,
-        100 - i64::try_from(passed).unwrap()
-    );
-
-    // The limit is per sale: the same user may buy from another sale at once (logged in from
-    // another IP, since the burst spent this IP's ten attempts a minute).
-    let again = app.login_as("sam@example.com", PASSWORD, &ip(122)).await;
-    accepted(app.buy(other_sale, &again, &ip(122), "other-sale").await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_ip_is_limited_to_ten_attempts_per_minute() {
-    let app = TestApp::spawn().await;
-    let sale = app.open_sale(100, 1).await;
-    let shared_ip = ip(23);
-    let mut tokens = Vec::new();
-    for n in 0..12 {
-        tokens.push(
-            app.customer(&format!("user{n}@shared.example.com"), &shared_ip)
-                .await,
-        );
-    }
-    for t in &tokens {
-        assert_eq!(
-            whoami(&app, t, &shared_ip, UA).await.status(),
-            StatusCode::OK
-        );
-    }
-
-    let started = Instant::now();
-    let mut passed = 0usize;
-    let mut limited = 0usize;
-    for (n, t) in tokens.iter().enumerate() {
-        let r = app.buy(sale, t, &shared_ip, &format!("ip-{n}")).await;
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            let secs: u64 = r.headers()[header::RETRY_AFTER]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!((1..=60).contains(&secs), "Retry-After {secs}");
-            assert_eq!(
-                error_code(r, StatusCode::TOO_MANY_REQUESTS).await,
-                "rate_limited"
-            );
-            limited += 1;
-        } else {
-            assert_eq!(r.status(), StatusCode::ACCEPTED);
-            passed += 1;
-        }
-    }
-    let elapsed = started.elapsed();
-    // GCRA at 10/min with a burst of 10: one more per 6 s the attempts took.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let allowed = 10 + (elapsed.as_secs_f64() / 6.0).floor() as usize;
-    assert!(passed >= 10, "the first ten attempts pass ({passed})");
-    assert!(passed <= allowed, "{passed} passed in {elapsed:?}");
-    assert!(
-        limited >= 1,
-        "no 429 for 12 attempts from one IP in {elapsed:?}"
-    );
-    assert_eq!(
-        remaining(&app, sale).await,
-        100 - i64::try_from(passed).unwrap()
-    );
-
-    // Another IP has its own budget.
-    let other = app.customer("elsewhere@example.com", &ip(24)).await;
-    accepted(app.buy(sale, &other, &ip(24), "ip-other").await).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,11 +35,8 @@ async fn start(data_dir: &Path) -> (Child, SocketAddr) {
             ("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()),
             ("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
             // Let every user buy many times: this test is about durability, not limits.
-            (
-                "FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE_PER_SEC",
-                "0".into(),
-            ),
-            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP_PER_MIN", "0".into()),
+            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE", "off".into()),
+            ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP", "off".into()),
         ],
         "flashsale dev: gateway listening on ",
     )
@@ -174,8 +171,7 @@ async fn accepted_orders_survive_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_stop_writes_every_accepted_order_before_exiting() {
     let app = common::TestApp::spawn_with(|c| {
-        c.gateway.limits.buy_per_user_sale_per_sec = 0;
-        c.gateway.limits.buy_per_ip_per_min = 0;
+        c.gateway.limits = flashsale_gateway::config::LimitsConfig::off();
     })
     .await;
     let sale_id = app.open_sale(1000, 1000).await;

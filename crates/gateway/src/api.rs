@@ -21,13 +21,14 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// A registered user.
+/// The answer to a registration. It is the same whether the email was new or already taken,
+/// so registration cannot be used to find out who has an account.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct UserCreated {
-    /// User id.
-    pub id: i64,
+pub struct RegistrationAccepted {
     /// Normalised email.
     pub email: String,
+    /// What happens next.
+    pub message: String,
 }
 
 /// A login's token.

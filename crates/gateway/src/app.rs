@@ -68,11 +68,12 @@ impl AppState {
         config: GatewayConfig,
         keys: TokenKeys,
         upstreams: Upstreams,
+        limiter: flashsale_limits::Limiter,
         metrics: PrometheusHandle,
     ) -> Self {
         Self(Arc::new(Inner {
             sessions: SessionCache::new(Duration::from_millis(config.revocation_max_staleness_ms)),
-            limits: Limits::new(&config.limits),
+            limits: Limits::new(limiter, config.limits.clone()),
             sales: SaleCache::new(
                 Duration::from_millis(config.missing_sale_cache_ms),
                 Duration::from_millis(config.sold_out_cache_ms),

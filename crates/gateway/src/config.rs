@@ -1,23 +1,65 @@
 //! Configuration of the gateway.
 
+use flashsale_limits::Rate;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// Anti-brush limits (article defaults).
+/// Where the rate limits are kept.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this gateway process only.
+    #[default]
+    Memory,
+    /// In Redis, shared by every gateway (the top-level `redis` section says where).
+    Redis,
+}
+
+/// Anti-brush limits per route (article defaults). A rule with `limit = 0` is off.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
-    /// Buy attempts per user per sale per second.
-    pub buy_per_user_sale_per_sec: u32,
-    /// Buy attempts per client IP per minute.
-    pub buy_per_ip_per_min: u32,
+    /// Where the counters live.
+    pub backend: LimitsBackend,
+    /// Buy attempts per (user, sale).
+    pub buy_per_user_sale: Rate,
+    /// Buy attempts per client IP.
+    pub buy_per_ip: Rate,
+    /// Login attempts per client IP (credential stuffing from one address).
+    pub login_per_ip: Rate,
+    /// Login attempts per account, whoever sends them (password guessing on one account).
+    pub login_per_account: Rate,
+    /// Registrations per client IP (each one costs an argon2 hash).
+    pub register_per_ip: Rate,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            buy_per_user_sale_per_sec: 3,
-            buy_per_ip_per_min: 10,
+            backend: LimitsBackend::default(),
+            buy_per_user_sale: Rate::per_second(3),
+            buy_per_ip: Rate::per_minute(10),
+            login_per_ip: Rate::per_minute(20),
+            login_per_account: Rate::per_minute(5),
+            register_per_ip: Rate::per_minute(10),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Every rule off (load tests of other paths, durability tests).
+    pub fn off() -> Self {
+        let off = Rate {
+            limit: 0,
+            period_ms: 1_000,
+        };
+        Self {
+            backend: LimitsBackend::Memory,
+            buy_per_user_sale: off,
+            buy_per_ip: off,
+            login_per_ip: off,
+            login_per_account: off,
+            register_per_ip: off,
         }
     }
 }

@@ -109,6 +109,17 @@ impl ApiError {
             "service temporarily unavailable; retry",
         )
     }
+    /// 503 with `Retry-After: 1`: the shared rate limiter cannot be reached.
+    pub fn limiter_unavailable() -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service temporarily unavailable; retry",
+            )
+        }
+    }
     /// 504: the request budget is spent.
     pub fn timeout() -> Self {
         Self::new(

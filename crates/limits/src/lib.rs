@@ -31,7 +31,11 @@ use serde::{Deserialize, Serialize};
 
 /// At most `limit` attempts per `period_ms`: a burst of `limit`, then one per
 /// `period_ms / limit`. A `limit` of 0 turns the rule off.
+///
+/// In configuration a rate is written as text — `"3/s"`, `"10/min"`, `"100/h"`, `"5/250ms"`,
+/// or `"off"` — or as a table `{ limit = 3, period_ms = 1000 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "RateSpec", into = "String")]
 pub struct Rate {
     /// Attempts per period (0: unlimited).
     pub limit: u32,
@@ -69,6 +73,116 @@ impl Rate {
     /// Time between two attempts once the burst is spent, in microseconds (at least 1).
     fn interval_us(self) -> u64 {
         (self.period_us() / u64::from(self.limit.max(1))).max(1)
+    }
+}
+
+/// How a rate may be written in configuration.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RateSpec {
+    Text(String),
+    Table { limit: u32, period_ms: u64 },
+}
+
+/// A rate that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid rate {0:?}: write it like \"3/s\", \"10/min\", \"100/h\", \"5/250ms\" or \"off\"")]
+pub struct RateParseError(String);
+
+impl std::str::FromStr for Rate {
+    type Err = RateParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || RateParseError(text.to_owned());
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("off") || t == "0" {
+            return Ok(Self {
+                limit: 0,
+                period_ms: 1_000,
+            });
+        }
+        let (limit, unit) = t.split_once('/').ok_or_else(err)?;
+        let limit: u32 = limit.trim().parse().map_err(|_| err())?;
+        let unit = unit.trim();
+        let period_ms = match unit {
+            "s" | "sec" | "second" => 1_000,
+            "min" | "minute" => 60_000,
+            "h" | "hour" => 3_600_000,
+            ms => ms
+                .strip_suffix("ms")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(err)?,
+        };
+        Ok(Self { limit, period_ms })
+    }
+}
+
+impl TryFrom<RateSpec> for Rate {
+    type Error = RateParseError;
+
+    fn try_from(spec: RateSpec) -> Result<Self, Self::Error> {
+        match spec {
+            RateSpec::Text(text) => text.parse(),
+            RateSpec::Table { limit, period_ms } if period_ms > 0 => Ok(Self { limit, period_ms }),
+            RateSpec::Table { limit, period_ms } => {
+                Err(RateParseError(format!("{limit} per {period_ms} ms")))
+            }
+        }
+    }
+}
+
+impl From<Rate> for String {
+    fn from(rate: Rate) -> Self {
+        if !rate.is_on() {
+            return "off".into();
+        }
+        match rate.period_ms {
+            1_000 => format!("{}/s", rate.limit),
+            60_000 => format!("{}/min", rate.limit),
+            3_600_000 => format!("{}/h", rate.limit),
+            ms => format!("{}/{ms}ms", rate.limit),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_written_as_text_or_tables() {
+        for (text, limit, period_ms) in [
+            ("3/s", 3, 1_000),
+            ("10/min", 10, 60_000),
+            (" 100 / h ", 100, 3_600_000),
+            ("5/250ms", 5, 250),
+        ] {
+            let rate: Rate = text.parse().unwrap();
+            assert_eq!(rate, Rate { limit, period_ms });
+            assert_eq!(String::from(rate).parse::<Rate>().unwrap(), rate);
+        }
+        assert!(!"off".parse::<Rate>().unwrap().is_on());
+        assert!(!"0".parse::<Rate>().unwrap().is_on());
+        for bad in ["", "3", "3/day", "x/s", "3/0ms", "-1/s"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad:?} accepted");
+        }
+        let table = Rate::try_from(RateSpec::Table {
+            limit: 7,
+            period_ms: 500,
+        });
+        assert_eq!(
+            table,
+            Ok(Rate {
+                limit: 7,
+                period_ms: 500
+            })
+        );
+        assert!(Rate::try_from(RateSpec::Table {
+            limit: 7,
+            period_ms: 0
+        })
+        .is_err());
     }
 }
 

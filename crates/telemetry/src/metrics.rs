@@ -11,6 +11,8 @@ pub const HTTP_REQUESTS: &str = "flashsale_http_requests_total";
 pub const HTTP_LATENCY: &str = "flashsale_http_request_duration_seconds";
 /// Buy decisions, labelled by outcome.
 pub const BUY_OUTCOMES: &str = "flashsale_buy_outcomes_total";
+/// Attempts refused by the anti-brush limits, labelled by route (buy, login, register).
+pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 /// Orders persisted by the order consumer.
 pub const ORDERS_PERSISTED: &str = "flashsale_orders_persisted_total";
 /// Order requests accepted into the queue but not yet persisted.

@@ -16,10 +16,24 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password";
 pub const PASSWORD: &str = "customer-password";
 
+/// The User-Agent the harness sends.
+pub const UA: &str = "flashsale-tests";
+
 /// An HTTP client for a running gateway.
 pub struct Api {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The admin's token, logged in once (logins are rate limited per account).
+    admin_token: tokio::sync::OnceCell<String>,
+}
+
+/// Where the shared state of the gateway's limits and auth's sessions lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// In process.
+    Memory,
+    /// In the real Redis, under a key prefix of the test's own.
+    Redis,
 }
 
 /// A running in-process system and an HTTP client for it.
@@ -28,6 +42,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
     pub data_dir: tempfile::TempDir,
+    /// The test's Redis, when the app runs on the Redis backends.
+    pub redis: Option<flashsale_redis::testing::TestRedis>,
 }
 
 /// A test configuration: cheap password hashing, ephemeral port, the given data directory.
@@ -55,8 +71,29 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on_with(Backend::Memory, adjust)
+            .await
+            .expect("the memory backend needs no server")
+    }
+
+    /// The system with its sessions and rate limits on `backend`; `None` (the test is skipped,
+    /// having said why) when that is Redis and no Redis is reachable outside CI.
+    pub async fn spawn_on(backend: Backend) -> Option<Self> {
+        Self::spawn_on_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(flashsale_redis::testing::TestRedis::start().await?),
+        };
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(data_dir.path());
+        if let Some(redis) = &redis {
+            config.redis = redis.config.clone();
+            config.gateway.limits.backend = flashsale_gateway::config::LimitsBackend::Redis;
+            config.auth.sessions = flashsale_auth::config::SessionBackend::Redis;
+        }
         adjust(&mut config);
         let app = DevApp::build(config, flashsale_telemetry::metrics::detached())
             .await
@@ -67,11 +104,21 @@ impl TestApp {
         let handle = tokio::spawn(async move {
             app.run_until_stopped(stop).await.unwrap();
         });
-        Self {
+        Some(Self {
             api: Api::new(addr),
             shutdown,
             handle: Some(handle),
             data_dir,
+            redis,
+        })
+    }
+
+    /// Stops the app and deletes whatever it wrote to Redis.
+    pub async fn finish(self) {
+        let redis = self.redis.clone();
+        drop(self.stop().await);
+        if let Some(redis) = redis {
+            redis.cleanup().await;
         }
     }
 
@@ -99,7 +146,11 @@ impl Api {
             .pool_max_idle_per_host(4096)
             .build()
             .unwrap();
-        Self { addr, client }
+        Self {
+            addr,
+            client,
+            admin_token: tokio::sync::OnceCell::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -142,13 +193,44 @@ impl Api {
 
     /// Registers a customer and logs in from `ip`; returns the token.
     pub async fn customer(&self, email: &str, ip: &str) -> String {
-        assert_eq!(self.register(email, ip).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            self.register(email, ip).await.status(),
+            StatusCode::ACCEPTED
+        );
         self.login_as(email, PASSWORD, ip).await
     }
 
+    /// The admin's token (logged in on first use).
     pub async fn admin(&self) -> String {
-        self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.255.254")
+        self.admin_token
+            .get_or_init(|| self.login_as(ADMIN_EMAIL, ADMIN_PASSWORD, "10.255.255.254"))
             .await
+            .clone()
+    }
+
+    /// A request with an explicit client IP and User-Agent (`req` appends headers, so it
+    /// cannot replace them).
+    pub fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        client_ip: &str,
+        user_agent: &str,
+    ) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-forwarded-for", client_ip)
+            .header(reqwest::header::USER_AGENT, user_agent)
+    }
+
+    /// `GET /api/v1/orders` with `token`, from `client_ip` and `user_agent`: a cheap
+    /// authenticated request.
+    pub async fn whoami(&self, token: &str, client_ip: &str, user_agent: &str) -> Response {
+        self.raw(Method::GET, "/api/v1/orders", client_ip, user_agent)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Creates an open sale (started a minute ago, ends in an hour); returns its id.
@@ -216,6 +298,32 @@ impl Drop for TestApp {
 /// A distinct client IP for user number `n`.
 pub fn ip(n: usize) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
+
+/// The JSON body of a response.
+pub async fn body(r: Response) -> Value {
+    r.json().await.unwrap()
+}
+
+/// A request carrying `text` verbatim as its JSON body.
+pub fn with_json(rb: RequestBuilder, text: &str) -> RequestBuilder {
+    rb.header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(text.to_owned())
+}
+
+/// The stock left in a sale.
+pub async fn remaining(app: &Api, sale: i64) -> i64 {
+    app.sale(sale).await["remaining"].as_i64().unwrap()
+}
+
+/// Asserts a `202` buy answer and returns its order id.
+pub async fn accepted(r: Response) -> String {
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let b = body(r).await;
+    assert_eq!(b["status"], "pending", "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    uuid::Uuid::parse_str(&id).expect("order_id is a UUID");
+    id
 }
 
 /// Asserts the JSON error shape and returns its code.

@@ -72,7 +72,8 @@ pub async fn buy(
     }
     state
         .limits
-        .check_buy(user.client.ip, user.user_id, sale_id)?;
+        .check_buy(user.client.ip, user.user_id, sale_id)
+        .await?;
     let order_id = order_id_for(user.user_id, &key);
     let now = flashsale_storage::now_ms();
 

@@ -18,6 +18,7 @@ use crate::{
     responses(
         (status = 201, body = TokenResponse),
         (status = 401, description = "wrong email or password", body = ErrorBody),
+        (status = 429, description = "too many attempts for this account or from this address; see Retry-After", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -25,6 +26,7 @@ pub async fn login(
     ctx: CallContext,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    state.limits.check_login(client.ip, &body.email).await?;
     let mut auth = state.upstreams.auth.clone();
     let ip_hash = binding_hash(client.ip.to_string().as_bytes());
     let user_agent_hash = binding_hash(client.user_agent.as_bytes());
