@@ -509,6 +509,51 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_out_key_keeps_verifying_its_tokens_but_mints_none() {
+    const OLD: &[u8] = b"the previous signing secret, 32 bytes+";
+    const NEW: &str = "the current signing secret, 32 bytes or more";
+    let now = unix_now();
+    let retired_at = now - 60;
+    // k1 signed until a minute ago. (That a retired key stops verifying once its grace is over
+    // is tested on TokenKeys with a fake clock: by then its tokens have expired anyway.)
+    let app = TestApp::spawn_with(|c| {
+        c.jwt_secret = Some(NEW.into());
+        c.jwt_kid = "k2".into();
+        c.jwt_retired_keys = vec![flashsale::config::RetiredKeyConfig {
+            kid: "k1".into(),
+            secret: String::from_utf8(OLD.to_vec()).unwrap(),
+            retired_at,
+        }];
+    })
+    .await;
+    let token = app.customer("rotor@example.com", &ip(31)).await;
+    let header: Value =
+        serde_json::from_slice(&b64url_decode(token.split('.').next().unwrap())).unwrap();
+    assert_eq!(
+        header["kid"], "k2",
+        "new tokens are signed by the current key"
+    );
+    let c = claims(&token);
+    let user_id: i64 = c["sub"].as_str().unwrap().parse().unwrap();
+    let jti = c["jti"].as_str().unwrap();
+
+    // A token k1 signed before it was retired still works, for the real session.
+    let old = keys_with("k1", OLD, "flashsale-api");
+    let before = old.issue(user_id, jti, retired_at - 30, 900).unwrap();
+    assert_eq!(
+        app.whoami(&before, &ip(31), UA).await.status(),
+        StatusCode::OK
+    );
+    // k1 cannot mint new tokens (a leaked old key is no master key).
+    let minted = old.issue(user_id, jti, now, 900).unwrap();
+    let r = app.whoami(&minted, &ip(31), UA).await;
+    assert_eq!(
+        error_code(r, StatusCode::UNAUTHORIZED).await,
+        "unauthorized"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_early_and_mismatched_tokens_are_refused() {
     let app = TestApp::spawn().await;
     let token = app.customer("frank@example.com", &ip(7)).await;
