@@ -322,6 +322,21 @@ impl TokenKeys {
         }
         Ok(claims)
     }
+
+    /// The claims of a token WITHOUT checking anything (signature, key, time, audience).
+    /// Only for the gateway's `insecure_skip_auth` benchmark mode, which measures what
+    /// verification costs; never base a decision on these claims.
+    pub fn read_unverified(token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.insecure_disable_signature_validation();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &validation)
+            .map(|data| data.claims)
+            .map_err(|_| TokenError::Invalid)
+    }
 }
 
 #[cfg(test)]
@@ -827,5 +842,27 @@ mod tests {
         }
         let clone = keys.clone();
         assert!(Arc::ptr_eq(&keys.inner, &clone.inner));
+    }
+
+    #[test]
+    fn read_unverified_reads_any_token_and_is_named_for_it() {
+        let forged = TokenKeys::new(
+            SigningKey {
+                kid: "k1".into(),
+                secret: b"some other secret of 32 bytes or more".to_vec(),
+            },
+            Vec::new(),
+            "flashsale",
+            "flashsale-api",
+            900,
+        )
+        .unwrap()
+        .issue(7, "s", 1_000, 900)
+        .unwrap();
+        assert_eq!(TokenKeys::read_unverified(&forged).unwrap().sub, "7");
+        assert_eq!(
+            TokenKeys::read_unverified("not a token"),
+            Err(TokenError::Invalid)
+        );
     }
 }

@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Measure the ceiling first and report throughput as a ratio to it.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// With --spawn: run the same load again on a second server whose gateway does not
+    /// authenticate customers, and report what authentication costs.
+    #[arg(long, requires = "spawn")]
+    pub compare_auth_off: bool,
     /// Admin email for `--url` (creates the sale).
     #[arg(long, env = "FLASHSALE_ADMIN_EMAIL")]
     pub admin_email: Option<String>,

@@ -150,7 +150,7 @@ async fn rush(args: &BenchArgs, report: &mut Report) -> Result<(), BenchError> {
             "flashsale bench: spawning flashsale dev (cheap argon2 for the bench users: \
              preparation only, the rush never hashes a password)"
         );
-        Some(spawn::Server::start().await?)
+        Some(spawn::Server::start(&[]).await?)
     } else {
         None
     };
@@ -158,7 +158,40 @@ async fn rush(args: &BenchArgs, report: &mut Report) -> Result<(), BenchError> {
     if let Some(s) = server {
         s.stop().await;
     }
-    result
+    result?;
+    if args.compare_auth_off {
+        compare_auth_off(args, report).await?;
+    }
+    Ok(())
+}
+
+/// Runs the same load on a fresh server whose gateway skips customer authentication, and
+/// records it beside the authenticated run (its guarantees are checked too).
+async fn compare_auth_off(args: &BenchArgs, report: &mut Report) -> Result<(), BenchError> {
+    eprintln!("flashsale bench: the same load with customer authentication switched off");
+    let server = spawn::Server::start(&[("FLASHSALE_GATEWAY__INSECURE_SKIP_AUTH", "true")]).await?;
+    let mut off = Report {
+        scenario: report.scenario,
+        ..Report::default()
+    };
+    let result = rush_on(args, &mut off, Some(&server)).await;
+    server.stop().await;
+    result?;
+    if let (Some(with), Some(without)) = (&report.load, &off.load) {
+        report.ratio_to_auth_off =
+            Some(with.attempts_per_s / without.attempts_per_s.max(f64::MIN_POSITIVE));
+    }
+    report.auth_off = off.load;
+    if let (Some(verdict), Some(off_verdict)) = (&mut report.guarantees, off.guarantees) {
+        verdict.violations.extend(
+            off_verdict
+                .violations
+                .into_iter()
+                .map(|v| format!("auth-off run: {v}")),
+        );
+        verdict.passed = verdict.violations.is_empty();
+    }
+    Ok(())
 }
 
 async fn rush_on(

@@ -106,6 +106,11 @@ pub struct Report {
     pub server_peak_rss_kib: Option<u64>,
     /// The guarantee check.
     pub guarantees: Option<Verdict>,
+    /// The same load on a second spawned server with customer authentication switched off
+    /// (`--compare-auth-off`).
+    pub auth_off: Option<Phase>,
+    /// Load attempts/s with authentication as a fraction of the same load without it.
+    pub ratio_to_auth_off: Option<f64>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -196,6 +201,18 @@ impl Report {
                 "  server peak RSS {}",
                 self.server_peak_rss_kib
                     .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+            );
+        }
+        if let Some(p) = &self.auth_off {
+            phase_rows(
+                &mut out,
+                &format!("{scenario}, authentication switched off"),
+                p,
+            );
+            let _ = writeln!(
+                out,
+                "  auth cost       with auth {} × the attempts/s without",
+                opt(self.ratio_to_auth_off, 2)
             );
         }
         if let Some(g) = &self.guarantees {

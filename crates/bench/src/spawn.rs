@@ -1,5 +1,7 @@
 //! `--spawn`: runs `flashsale dev` (this same executable) on a temporary data dir, with a bench
-//! admin and cheap password hashing (only preparation logs in; the rush never hashes).
+//! admin and cheap password hashing (only preparation logs in; the rush never hashes). It
+//! inherits the environment, so `FLASHSALE_GATEWAY__LIMITS__BACKEND=redis` and
+//! `FLASHSALE_AUTH__SESSIONS=redis` bench the Redis backends (under a key prefix of its own).
 
 use std::{process::Stdio, time::Duration};
 
@@ -28,8 +30,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server and waits (up to a minute) for its ready line.
-    pub async fn start() -> Result<Self, BenchError> {
+    /// Starts the server, with extra configuration from `env`, and waits (up to a minute)
+    /// for its ready line.
+    pub async fn start(env: &[(&str, &str)]) -> Result<Self, BenchError> {
         let dir = tempfile::tempdir().map_err(|e| BenchError::Io("temporary data dir", e))?;
         let exe = std::env::current_exe().map_err(|e| BenchError::Io("finding flashsale", e))?;
         let mut child = Command::new(exe)
@@ -40,6 +43,13 @@ impl Server {
             .env("FLASHSALE_LOG", "warn")
             .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "1024")
             .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
+            // If the environment puts limits or sessions in Redis, this server's keys are its
+            // own: a later run must not find the limits this one spent.
+            .env(
+                "FLASHSALE_REDIS__KEY_PREFIX",
+                format!("flashsale-bench:{:x}:", flashsale_storage::now_ms()),
+            )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -404,6 +404,12 @@ impl DevApp {
         ];
         let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        if config.gateway.insecure_skip_auth {
+            tracing::warn!(
+                "gateway.insecure_skip_auth is on: customer requests are NOT authenticated \
+                 (benchmark mode)"
+            );
+        }
         let gateway = AppState::new(
             config.gateway.clone(),
             keys,
@@ -483,6 +489,12 @@ impl ServiceApp {
         let workers_shutdown = CancellationToken::new();
         let (addr, server, workers) = match service {
             Service::Gateway => {
+                if config.gateway.insecure_skip_auth {
+                    return Err(StartupError::Config(
+                        "gateway.insecure_skip_auth is for benchmarks with `flashsale dev` only"
+                            .into(),
+                    ));
+                }
                 let keys = token_keys(&config, false).await?;
                 let s = &config.services;
                 let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)

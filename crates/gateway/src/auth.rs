@@ -25,6 +25,7 @@ use std::{
 use axum::{extract::FromRequestParts, http::request::Parts};
 use flashsale_proto::auth::{self as pb, GetSessionRequest, RevocationsRequest};
 use moka::{future::Cache, Expiry};
+use subtle::ConstantTimeEq;
 
 use crate::{
     app::AppState,
@@ -245,25 +246,30 @@ pub struct AuthUser {
     pub client: ClientInfo,
 }
 
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+/// Whether two binding hashes are equal, in time independent of where they differ.
+fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
+impl AuthUser {
+    /// Full authentication: token signature and claims, live session, client binding.
+    async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let claims = state
             .keys
-            .verify(token.trim())
+            .verify(bearer(parts)?)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
         let client = ClientInfo::from_request_parts(parts, state).await?;
         let ctx = CallContext::from_request_parts(parts, state).await?;
@@ -274,8 +280,13 @@ impl FromRequestParts<AppState> for AuthUser {
             .filter(|s| s.user_id.to_string() == claims.sub)
             .ok_or_else(|| ApiError::unauthorized("session expired or revoked"))?;
         if state.config.bind_sessions
-            && (session.ip_hash != binding_hash(client.ip.to_string().as_bytes())
-                || session.user_agent_hash != binding_hash(client.user_agent.as_bytes()))
+            && !(same_hash(
+                &session.ip_hash,
+                &binding_hash(client.ip.to_string().as_bytes()),
+            ) && same_hash(
+                &session.user_agent_hash,
+                &binding_hash(client.user_agent.as_bytes()),
+            ))
         {
             return Err(ApiError::unauthorized(
                 "token presented from another client",
@@ -287,6 +298,37 @@ impl FromRequestParts<AppState> for AuthUser {
             jti: claims.jti,
             client,
         })
+    }
+
+    /// `insecure_skip_auth` (benchmarks only): the token's claims, unverified.
+    async fn unverified(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let claims = flashsale_auth::token::TokenKeys::read_unverified(bearer(parts)?)
+            .map_err(|_| ApiError::unauthorized("invalid token"))?;
+        let user_id = claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::unauthorized("invalid token"))?;
+        Ok(Self {
+            user_id,
+            admin: false,
+            jti: claims.jti,
+            client: ClientInfo::from_request_parts(parts, state).await?,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.config.insecure_skip_auth {
+            Self::unverified(parts, state).await
+        } else {
+            Self::authenticate(parts, state).await
+        }
     }
 }
 
@@ -301,7 +343,8 @@ impl FromRequestParts<AppState> for AdminUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+        // Always fully authenticated, even when customer authentication is off for a benchmark.
+        let user = AuthUser::authenticate(parts, state).await?;
         if user.admin {
             Ok(Self(user))
         } else {

@@ -87,6 +87,11 @@ pub struct GatewayConfig {
     pub bind_sessions: bool,
     /// Anti-brush limits.
     pub limits: LimitsConfig,
+    /// Benchmarking only: customer requests are NOT authenticated — the user id is read from
+    /// the bearer token without checking its signature, expiry, session or client binding
+    /// (admin routes still authenticate). `flashsale bench --compare-auth-off` uses it to
+    /// measure what authentication costs; `flashsale serve` refuses to start with it.
+    pub insecure_skip_auth: bool,
 }
 
 impl Default for GatewayConfig {
@@ -101,6 +106,7 @@ impl Default for GatewayConfig {
             sold_out_cache_ms: 200,
             bind_sessions: true,
             limits: LimitsConfig::default(),
+            insecure_skip_auth: false,
         }
     }
 }
