@@ -20,7 +20,12 @@ use flashsale_auth::{
 };
 use flashsale_gateway::config::LimitsBackend;
 use flashsale_gateway::{upstream::Upstreams, AppState};
-use flashsale_inventory::{catalog::SqlCatalog, stock::MemoryStock, InventoryService};
+use flashsale_inventory::{
+    catalog::SqlCatalog,
+    config::StockBackend,
+    stock::{MemoryStock, RedisStock, StockStore},
+    InventoryService,
+};
 use flashsale_limits::{Limiter, MemoryLimiter, RedisLimiter};
 use flashsale_order::{
     queue::{JournalQueue, OrderQueue},
@@ -176,6 +181,11 @@ fn auth_uses_redis(config: &Config) -> bool {
     config.auth.sessions == SessionBackend::Redis
 }
 
+/// Whether the inventory service needs Redis.
+fn inventory_uses_redis(config: &Config) -> bool {
+    config.inventory.stock == StockBackend::Redis
+}
+
 async fn dev_secret(data_dir: &Path) -> Result<String, StartupError> {
     let path = data_dir.join("jwt-secret");
     match tokio::fs::read_to_string(&path).await {
@@ -222,19 +232,34 @@ async fn build_auth(
     Ok(service)
 }
 
-/// The inventory service and its reconciler.
+/// The inventory service and its background workers (reconciler; with shared stock, the
+/// catalog refresh).
 async fn build_inventory(
     config: &Config,
     pool: SqlitePool,
     workers_shutdown: &CancellationToken,
-) -> Result<(InventoryService, JoinHandle<()>), StartupError> {
-    let service = InventoryService::open(
-        Arc::new(SqlCatalog::new(pool)),
-        Arc::new(MemoryStock::new()),
-    )
-    .await?;
-    let reconciler = service.spawn_reconciler(&config.inventory, workers_shutdown.clone());
-    Ok((service, reconciler))
+    redis: Option<&Redis>,
+) -> Result<(InventoryService, Vec<JoinHandle<()>>), StartupError> {
+    let stock: Arc<dyn StockStore> = match (config.inventory.stock, redis) {
+        (StockBackend::Memory, _) => Arc::new(MemoryStock::new()),
+        (StockBackend::Redis, Some(redis)) => Arc::new(RedisStock::new(redis.clone())),
+        (StockBackend::Redis, None) => {
+            return Err(StartupError::Config(
+                "inventory.stock = redis needs a Redis connection".into(),
+            ))
+        }
+    };
+    let service = InventoryService::open(Arc::new(SqlCatalog::new(pool)), stock)
+        .await?
+        .with_rebuild_delay(Duration::from_millis(config.inventory.reservation_grace_ms));
+    let mut workers = vec![service.spawn_reconciler(&config.inventory, workers_shutdown.clone())];
+    if config.inventory.stock == StockBackend::Redis {
+        workers.push(service.spawn_catalog_refresh(
+            Duration::from_millis(config.inventory.catalog_refresh_ms.max(10)),
+            workers_shutdown.clone(),
+        ));
+    }
+    Ok((service, workers))
 }
 
 fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
@@ -389,14 +414,16 @@ impl DevApp {
         let workers_shutdown = CancellationToken::new();
         let redis = redis_if_needed(
             &config,
-            gateway_uses_redis(&config) || auth_uses_redis(&config),
+            gateway_uses_redis(&config)
+                || auth_uses_redis(&config)
+                || inventory_uses_redis(&config),
         )
         .await?;
         let auth = build_auth(&config, pool.clone(), keys.clone(), redis.as_ref()).await?;
-        let (inventory, reconciler) =
-            build_inventory(&config, pool.clone(), &workers_shutdown).await?;
+        let (inventory, inventory_workers) =
+            build_inventory(&config, pool.clone(), &workers_shutdown, redis.as_ref()).await?;
         let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
-        workers.push(reconciler);
+        workers.extend(inventory_workers);
         let servers = vec![
             spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
             spawn_grpc(inv_l, inventory.into_server(), servers_shutdown.clone()),
@@ -532,12 +559,13 @@ impl ServiceApp {
                 let pool = open_database(&config).await?;
                 let listener = bind(&config.services.inventory).await?;
                 let addr = local_addr(&listener)?;
-                let (inventory, reconciler) =
-                    build_inventory(&config, pool, &workers_shutdown).await?;
+                let redis = redis_if_needed(&config, inventory_uses_redis(&config)).await?;
+                let (inventory, workers) =
+                    build_inventory(&config, pool, &workers_shutdown, redis.as_ref()).await?;
                 (
                     addr,
                     spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),
-                    vec![reconciler],
+                    workers,
                 )
             }
             Service::Order => {

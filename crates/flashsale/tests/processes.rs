@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::process::Child;
 
 async fn sigterm_and_wait(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
@@ -26,55 +27,118 @@ async fn sigterm_and_wait(mut child: tokio::process::Child) {
     assert!(status.success(), "exited with {status}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn separate_processes_serve_a_sale_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("flashsale.db").display());
-    let secret = "an-integration-test-secret-of-32-bytes-or-more".to_owned();
-    let common_env = |extra: &[(&'static str, String)]| {
+/// One deployment of separate `flashsale serve` processes: a shared database, signing secret
+/// and any further settings, each service started on an ephemeral port.
+struct Deployment {
+    env: Vec<(&'static str, String)>,
+    database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new(extra: &[(&'static str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}", dir.path().join("flashsale.db").display());
         let mut env = vec![
-            ("FLASHSALE_DATABASE_URL", db.clone()),
-            ("FLASHSALE_JWT_SECRET", secret.clone()),
+            ("FLASHSALE_DATABASE_URL", database_url.clone()),
+            (
+                "FLASHSALE_JWT_SECRET",
+                "an-integration-test-secret-of-32-bytes-or-more".to_owned(),
+            ),
         ];
         env.extend_from_slice(extra);
-        env
-    };
+        Self {
+            env,
+            database_url,
+            _dir: dir,
+        }
+    }
 
-    let (auth, auth_addr) = spawn_binary(
-        &["serve", "auth"],
-        &common_env(&[
-            ("FLASHSALE_SERVICES__AUTH", "127.0.0.1:0".into()),
-            ("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()),
-            ("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
-        ]),
-        "flashsale serve Auth: listening on ",
-    )
-    .await;
-    let (inventory, inventory_addr) = spawn_binary(
-        &["serve", "inventory"],
-        &common_env(&[("FLASHSALE_SERVICES__INVENTORY", "127.0.0.1:0".into())]),
-        "flashsale serve Inventory: listening on ",
-    )
-    .await;
-    let (order, order_addr) = spawn_binary(
-        &["serve", "order"],
-        &common_env(&[
-            ("FLASHSALE_SERVICES__ORDER", "127.0.0.1:0".into()),
-            ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
-        ]),
-        "flashsale serve Order: listening on ",
-    )
-    .await;
-    let gateway_env = common_env(&[
-        ("FLASHSALE_HTTP_ADDR", "127.0.0.1:0".into()),
-        ("FLASHSALE_SERVICES__AUTH", auth_addr.to_string()),
-        ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
-        ("FLASHSALE_SERVICES__ORDER", order_addr.to_string()),
-    ]);
-    let ready = "flashsale serve Gateway: listening on ";
-    let (gateway, http) = spawn_binary(&["serve", "gateway"], &gateway_env, ready).await;
-    let (second_gateway, second_http) =
-        spawn_binary(&["serve", "gateway"], &gateway_env, ready).await;
+    /// Settings that put sessions, limits and stock in the test's Redis.
+    fn on_redis(redis: &flashsale_redis::testing::TestRedis) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLASHSALE_REDIS__URL", redis.config.url.clone()),
+            (
+                "FLASHSALE_REDIS__KEY_PREFIX",
+                redis.config.key_prefix.clone(),
+            ),
+            ("FLASHSALE_AUTH__SESSIONS", "redis".to_owned()),
+            ("FLASHSALE_GATEWAY__LIMITS__BACKEND", "redis".to_owned()),
+            ("FLASHSALE_INVENTORY__STOCK", "redis".to_owned()),
+        ]
+    }
+
+    async fn spawn(&self, service: &str, extra: &[(&'static str, String)]) -> (Child, SocketAddr) {
+        let mut env = self.env.clone();
+        env.extend_from_slice(extra);
+        // The ready line names the service capitalised: "flashsale serve Auth: listening on".
+        let name = format!("{}{}", service[..1].to_uppercase(), &service[1..]);
+        let ready = format!("flashsale serve {name}: listening on ");
+        spawn_binary(&["serve", service], &env, &ready).await
+    }
+
+    /// An auth process; `admin` also creates the test admin.
+    async fn auth(&self, admin: bool) -> (Child, SocketAddr) {
+        let mut env = vec![("FLASHSALE_SERVICES__AUTH", "127.0.0.1:0".to_owned())];
+        if admin {
+            env.push(("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()));
+            env.push(("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()));
+        }
+        self.spawn("auth", &env).await
+    }
+
+    async fn inventory(&self) -> (Child, SocketAddr) {
+        self.spawn(
+            "inventory",
+            &[("FLASHSALE_SERVICES__INVENTORY", "127.0.0.1:0".into())],
+        )
+        .await
+    }
+
+    async fn order(&self, inventory: SocketAddr) -> (Child, SocketAddr) {
+        self.spawn(
+            "order",
+            &[
+                ("FLASHSALE_SERVICES__ORDER", "127.0.0.1:0".into()),
+                ("FLASHSALE_SERVICES__INVENTORY", inventory.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// A gateway with no trusted proxy: every test client is 127.0.0.1, whatever its
+    /// X-Forwarded-For says.
+    async fn gateway(
+        &self,
+        auth: SocketAddr,
+        inventory: SocketAddr,
+        order: SocketAddr,
+    ) -> (Child, SocketAddr) {
+        self.spawn(
+            "gateway",
+            &[
+                ("FLASHSALE_HTTP_ADDR", "127.0.0.1:0".into()),
+                ("FLASHSALE_SERVICES__AUTH", auth.to_string()),
+                ("FLASHSALE_SERVICES__INVENTORY", inventory.to_string()),
+                ("FLASHSALE_SERVICES__ORDER", order.to_string()),
+            ],
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_serve_a_sale_end_to_end() {
+    let deployment = Deployment::new(&[]);
+    let (auth, auth_addr) = deployment.auth(true).await;
+    let (inventory, inventory_addr) = deployment.inventory().await;
+    let (order, order_addr) = deployment.order(inventory_addr).await;
+    let (gateway, http) = deployment
+        .gateway(auth_addr, inventory_addr, order_addr)
+        .await;
+    let (second_gateway, second_http) = deployment
+        .gateway(auth_addr, inventory_addr, order_addr)
+        .await;
 
     // No trusted proxy in `serve` mode: every test client is 127.0.0.1, whatever it claims.
     let api = Api::new(http);
@@ -165,71 +229,19 @@ async fn gateways_and_auth_instances_share_limits_and_sessions_through_redis() {
     let Some(redis) = flashsale_redis::testing::TestRedis::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("flashsale.db").display());
-    let env = |extra: &[(&'static str, String)]| {
-        let mut env = vec![
-            ("FLASHSALE_DATABASE_URL", db.clone()),
-            (
-                "FLASHSALE_JWT_SECRET",
-                "an-integration-test-secret-of-32-bytes-or-more".to_owned(),
-            ),
-            ("FLASHSALE_REDIS__URL", redis.config.url.clone()),
-            (
-                "FLASHSALE_REDIS__KEY_PREFIX",
-                redis.config.key_prefix.clone(),
-            ),
-            ("FLASHSALE_AUTH__SESSIONS", "redis".to_owned()),
-            ("FLASHSALE_GATEWAY__LIMITS__BACKEND", "redis".to_owned()),
-        ];
-        env.extend_from_slice(extra);
-        env
-    };
-    // Two auth instances on one Redis (the first also creates the admin).
-    let (auth_a, auth_a_addr) = spawn_binary(
-        &["serve", "auth"],
-        &env(&[
-            ("FLASHSALE_SERVICES__AUTH", "127.0.0.1:0".into()),
-            ("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL.into()),
-            ("FLASHSALE_ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
-        ]),
-        "flashsale serve Auth: listening on ",
-    )
-    .await;
-    let (auth_b, auth_b_addr) = spawn_binary(
-        &["serve", "auth"],
-        &env(&[("FLASHSALE_SERVICES__AUTH", "127.0.0.1:0".into())]),
-        "flashsale serve Auth: listening on ",
-    )
-    .await;
-    let (inventory, inventory_addr) = spawn_binary(
-        &["serve", "inventory"],
-        &env(&[("FLASHSALE_SERVICES__INVENTORY", "127.0.0.1:0".into())]),
-        "flashsale serve Inventory: listening on ",
-    )
-    .await;
-    let (order, order_addr) = spawn_binary(
-        &["serve", "order"],
-        &env(&[
-            ("FLASHSALE_SERVICES__ORDER", "127.0.0.1:0".into()),
-            ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
-        ]),
-        "flashsale serve Order: listening on ",
-    )
-    .await;
-    // Gateway A talks to auth A, gateway B to auth B. No trusted proxy: every test client is
-    // 127.0.0.1 whatever its X-Forwarded-For says.
-    let gateway = |auth_addr: std::net::SocketAddr| {
-        env(&[
-            ("FLASHSALE_HTTP_ADDR", "127.0.0.1:0".into()),
-            ("FLASHSALE_SERVICES__AUTH", auth_addr.to_string()),
-            ("FLASHSALE_SERVICES__INVENTORY", inventory_addr.to_string()),
-            ("FLASHSALE_SERVICES__ORDER", order_addr.to_string()),
-        ])
-    };
-    let ready = "flashsale serve Gateway: listening on ";
-    let (gw_a, http_a) = spawn_binary(&["serve", "gateway"], &gateway(auth_a_addr), ready).await;
-    let (gw_b, http_b) = spawn_binary(&["serve", "gateway"], &gateway(auth_b_addr), ready).await;
+    let deployment = Deployment::new(&Deployment::on_redis(&redis));
+    // Two auth instances on one Redis (the first also creates the admin); gateway A talks to
+    // auth A, gateway B to auth B.
+    let (auth_a, auth_a_addr) = deployment.auth(true).await;
+    let (auth_b, auth_b_addr) = deployment.auth(false).await;
+    let (inventory, inventory_addr) = deployment.inventory().await;
+    let (order, order_addr) = deployment.order(inventory_addr).await;
+    let (gw_a, http_a) = deployment
+        .gateway(auth_a_addr, inventory_addr, order_addr)
+        .await;
+    let (gw_b, http_b) = deployment
+        .gateway(auth_b_addr, inventory_addr, order_addr)
+        .await;
     let (a, b) = (Api::new(http_a), Api::new(http_b));
 
     let sale_id = a.open_sale(100, 2).await;
@@ -320,6 +332,147 @@ async fn gateways_and_auth_instances_share_limits_and_sessions_through_redis() {
     }
 
     for child in [gw_b, gw_a, order, inventory, auth_b, auth_a] {
+        sigterm_and_wait(child).await;
+    }
+    redis.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
+    use futures::{stream, StreamExt};
+
+    let Some(redis) = flashsale_redis::testing::TestRedis::start().await else {
+        return;
+    };
+    let mut settings = Deployment::on_redis(&redis);
+    settings.extend([
+        ("FLASHSALE_INVENTORY__CATALOG_REFRESH_MS", "100".to_owned()),
+        // Every test client is 127.0.0.1 here (no trusted proxy): limits would only measure
+        // that. This test is about the stock.
+        ("FLASHSALE_GATEWAY__LIMITS__BUY_PER_IP", "off".to_owned()),
+        (
+            "FLASHSALE_GATEWAY__LIMITS__BUY_PER_USER_SALE",
+            "off".to_owned(),
+        ),
+        ("FLASHSALE_GATEWAY__LIMITS__LOGIN_PER_IP", "off".to_owned()),
+        (
+            "FLASHSALE_GATEWAY__LIMITS__REGISTER_PER_IP",
+            "off".to_owned(),
+        ),
+        ("FLASHSALE_GATEWAY__BUDGET_MS", "5000".to_owned()),
+    ]);
+    let deployment = Deployment::new(&settings);
+    let (auth, auth_addr) = deployment.auth(true).await;
+    // Two inventories on one Redis stock; gateway A talks to inventory A, gateway B to B.
+    let (inv_a, inv_a_addr) = deployment.inventory().await;
+    let (inv_b, inv_b_addr) = deployment.inventory().await;
+    let (order, order_addr) = deployment.order(inv_a_addr).await;
+    let (gw_a, http_a) = deployment.gateway(auth_addr, inv_a_addr, order_addr).await;
+    let (gw_b, http_b) = deployment.gateway(auth_addr, inv_b_addr, order_addr).await;
+    let apis = Arc::new([Api::new(http_a), Api::new(http_b)]);
+
+    // The sale is created through inventory A; inventory B learns it from the catalog.
+    let sale_id = apis[0].open_sale(50, 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = apis[1]
+            .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.0.0.1")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "inventory B never learned the sale"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 60 shoppers × 3 keys, alternating gateways (so inventories), 32 at a time.
+    let tokens: Vec<String> = stream::iter(0..60)
+        .map(|n| {
+            let apis = Arc::clone(&apis);
+            async move {
+                apis[0]
+                    .customer(&format!("two{n}@example.com"), &ip(n))
+                    .await
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let answers: Vec<(usize, StatusCode, Option<String>)> = stream::iter(
+        tokens
+            .into_iter()
+            .enumerate()
+            .flat_map(|(n, t)| (0..3).map(move |k| (n, t.clone(), k))),
+    )
+    .map(|(n, token, k)| {
+        let apis = Arc::clone(&apis);
+        async move {
+            let api = &apis[(n + k) % 2];
+            let r = api.buy(sale_id, &token, &ip(n), &format!("key-{k}")).await;
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            let order = (status == StatusCode::ACCEPTED)
+                .then(|| body["order_id"].as_str().unwrap().to_owned());
+            (n, status, order)
+        }
+    })
+    .buffer_unordered(32)
+    .collect()
+    .await;
+    let accepted: Vec<&(usize, StatusCode, Option<String>)> =
+        answers.iter().filter(|a| a.2.is_some()).collect();
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.1 == StatusCode::ACCEPTED || a.1 == StatusCode::CONFLICT),
+        "{:?}",
+        answers.iter().map(|a| a.1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        accepted.len(),
+        50,
+        "exactly the stock, across two inventories"
+    );
+    let mut per_user = std::collections::HashMap::<usize, usize>::new();
+    for a in &accepted {
+        *per_user.entry(a.0).or_default() += 1;
+    }
+    assert!(per_user.values().all(|n| *n <= 2));
+    for api in apis.iter() {
+        assert_eq!(api.sale(sale_id).await["remaining"], 0);
+    }
+    // And the database holds exactly those orders.
+    let pool = flashsale_storage::connect(
+        &deployment.database_url,
+        flashsale_storage::Durability::Process,
+        1,
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE sale_id = ?")
+            .bind(sale_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if stored == 50 {
+            break;
+        }
+        assert!(stored < 50, "{stored} orders for a stock of 50");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {stored} orders stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for child in [gw_b, gw_a, order, inv_b, inv_a, auth] {
         sigterm_and_wait(child).await;
     }
     redis.cleanup().await;

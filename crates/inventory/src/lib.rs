@@ -10,13 +10,17 @@
 //! * [`sale`]: the sale model and its validation.
 //! * [`catalog`]: sales in the SQL database (the truth) and the rebuild of the stock counters
 //!   from the orders recorded there.
-//! * [`stock`]: the fast-path trait and its in-process implementation.
+//! * [`stock`]: the fast-path trait and its implementations, in process or in Redis (shared by
+//!   every inventory instance; one Lua script per decision).
 //! * [`reconcile`]: gives back stock held by buys whose order never reached the queue.
+//! * [`recovery`]: rebuilds a sale whose stock the shared backend lost, and learns sales created
+//!   by other instances.
 //! * [`service`]: the gRPC server.
 
 pub mod catalog;
 pub mod config;
 pub mod reconcile;
+pub mod recovery;
 pub mod sale;
 pub mod service;
 pub mod stock;

@@ -88,16 +88,11 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+    flashsale_storage::periodic::every(interval, shutdown, || async {
         if let Err(e) = reconcile_once(&*catalog, &*stock, flashsale_storage::now_ms(), grace).await
         {
             tracing::error!(error = %e, "stock reconciliation failed");
         }
-    }
+    })
+    .await;
 }

@@ -2,7 +2,12 @@
 //!
 //! Sales are kept in memory after start (they are few and read on every request); the stock
 //! decisions go to the [`StockStore`]. Creating a sale writes the database first, then starts
-//! tracking its stock, so a sale is never sold that the database does not know.
+//! tracking its stock, so a sale is never sold that the database does not know. A reserve for a
+//! sale id this service does not know is answered "no such sale" at once: it never reaches the
+//! stock backend or the database (with a shared backend, [`InventoryService::spawn_catalog_refresh`]
+//! keeps the list current with sales created by other instances). If the backend lost a known
+//! sale, the sale is paused and rebuilt ([`crate::recovery`]). A backend that cannot be reached
+//! is `UNAVAILABLE` (the gateway answers `503`; a retry with the same order id is safe).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -17,6 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     catalog::{Catalog, CatalogError},
     config::InventoryConfig,
+    recovery::Recovery,
     sale::{NewSale, Sale},
     stock::{ReserveOutcome, ReserveRequest, StockError, StockStore},
 };
@@ -38,6 +44,7 @@ pub struct InventoryService {
     catalog: Arc<dyn Catalog>,
     stock: Arc<dyn StockStore>,
     sales: Arc<RwLock<BTreeMap<i64, Sale>>>,
+    recovery: Recovery,
 }
 
 impl std::fmt::Debug for InventoryService {
@@ -50,6 +57,14 @@ fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "inventory service failure");
     Status::internal("internal error")
 }
+
+fn backend_unavailable(e: &StockError) -> Status {
+    tracing::error!(error = %e, "stock backend unavailable");
+    Status::unavailable("stock backend unavailable; retry")
+}
+
+/// How long a lost sale waits before it is rebuilt unless configured (the default grace).
+const DEFAULT_REBUILD_DELAY: Duration = Duration::from_secs(30);
 
 fn parse_order_id(id: &str) -> Result<u128, Status> {
     uuid::Uuid::parse_str(id)
@@ -77,10 +92,38 @@ impl InventoryService {
             "stock rebuilt from the database"
         );
         Ok(Self {
+            recovery: Recovery::new(
+                Arc::clone(&catalog),
+                Arc::clone(&stock),
+                DEFAULT_REBUILD_DELAY,
+            ),
             catalog,
             stock,
             sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),
         })
+    }
+
+    /// Sets how long a sale the stock backend lost stays paused before it is rebuilt from the
+    /// database; it must be at least the reservation grace period (see [`crate::recovery`]).
+    #[must_use]
+    pub fn with_rebuild_delay(mut self, delay: Duration) -> Self {
+        self.recovery = Recovery::new(Arc::clone(&self.catalog), Arc::clone(&self.stock), delay);
+        self
+    }
+
+    /// Learns sales created by other instances every `interval` (shared stock backends only:
+    /// with in-process stock every instance would sell the same stock).
+    pub fn spawn_catalog_refresh(
+        &self,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::recovery::refresh_catalog(
+            Arc::clone(&self.catalog),
+            Arc::clone(&self.sales),
+            interval,
+            shutdown,
+        ))
     }
 
     /// Starts the reconciler (see [`crate::reconcile`]) until `shutdown` is cancelled.
@@ -182,6 +225,19 @@ impl Inventory for InventoryService {
             return Err(Status::invalid_argument("quantity must be at least 1"));
         }
         let order = parse_order_id(&r.order_id)?;
+        // Unknown ids are answered here: no backend call, no database query.
+        let Some(sale) = self.sales.read().get(&r.sale_id).cloned() else {
+            return Ok(Response::new(pb::ReserveReply {
+                outcome: pb::ReserveOutcome::SaleNotFound.into(),
+                remaining: 0,
+                price_cents: 0,
+            }));
+        };
+        if self.recovery.is_rebuilding(sale.id) {
+            return Err(Status::unavailable(
+                "this sale's stock is being rebuilt; retry shortly",
+            ));
+        }
         let decision = self
             .stock
             .reserve(ReserveRequest {
@@ -192,13 +248,15 @@ impl Inventory for InventoryService {
                 now_ms: flashsale_storage::now_ms(),
             })
             .await
-            .map_err(internal)?;
-        let price_cents = self
-            .sales
-            .read()
-            .get(&r.sale_id)
-            .map(|s| s.price_cents)
-            .unwrap_or(0);
+            .map_err(|e| backend_unavailable(&e))?;
+        if decision.outcome == ReserveOutcome::NotFound {
+            // A sale we know that the backend does not: its state was lost.
+            self.recovery.start(sale);
+            return Err(Status::unavailable(
+                "this sale's stock is being rebuilt; retry shortly",
+            ));
+        }
+        let price_cents = sale.price_cents;
         let outcome = match decision.outcome {
             ReserveOutcome::Reserved => pb::ReserveOutcome::Reserved,
             ReserveOutcome::AlreadyReserved => pb::ReserveOutcome::AlreadyReserved,
@@ -221,7 +279,11 @@ impl Inventory for InventoryService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseReply>, Status> {
         let order = parse_order_id(&request.into_inner().order_id)?;
-        let released = self.stock.release(order).await.map_err(internal)?;
+        let released = self
+            .stock
+            .release(order)
+            .await
+            .map_err(|e| backend_unavailable(&e))?;
         Ok(Response::new(pb::ReleaseReply { released }))
     }
 }

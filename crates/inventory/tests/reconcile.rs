@@ -1,20 +1,44 @@
-//! Reconciliation against the real embedded database: a reservation whose order reached the
-//! queue journal is confirmed, one whose order never arrived gets its stock back, and a restart
-//! rebuilds the stock from the database.
+//! Reconciliation against the real embedded database, on both stock backends (the Redis one on
+//! the real server): a reservation whose order reached the queue journal is confirmed, one whose
+//! order never arrived gets its stock back, and a restart rebuilds the stock from the database.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use flashsale_inventory::{
     catalog::{Catalog, SqlCatalog},
     reconcile::reconcile_once,
     sale::NewSale,
-    stock::{MemoryStock, ReserveOutcome, ReserveRequest, StockStore},
+    stock::{MemoryStock, RedisStock, ReserveOutcome, ReserveRequest, StockStore},
 };
+use flashsale_redis::testing::TestRedis;
 use flashsale_storage::{connect, now_ms, Durability};
 
 #[tokio::test]
 async fn orphans_are_voided_and_queued_orders_confirmed() {
+    orphans_are_voided_and_queued_orders_confirmed_on(&MemoryStock::new(), &MemoryStock::new())
+        .await;
+}
+
+#[tokio::test]
+async fn orphans_are_voided_and_queued_orders_confirmed_in_redis() {
+    let (Some(live), Some(restarted)) = (TestRedis::start().await, TestRedis::start().await) else {
+        return;
+    };
+    orphans_are_voided_and_queued_orders_confirmed_on(
+        &RedisStock::new(live.redis.clone()),
+        &RedisStock::new(restarted.redis.clone()),
+    )
+    .await;
+    live.cleanup().await;
+    restarted.cleanup().await;
+}
+
+/// `stock` is the live store; `rebuilt` an empty one standing in for a restart.
+async fn orphans_are_voided_and_queued_orders_confirmed_on(
+    stock: &dyn StockStore,
+    rebuilt: &dyn StockStore,
+) {
     let dir = tempfile::tempdir().unwrap();
     let pool = connect(
         &format!("sqlite://{}", dir.path().join("t.db").display()),
@@ -36,7 +60,6 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
         })
         .await
         .unwrap();
-    let stock = MemoryStock::new();
     stock.load(&sale, &[]).await.unwrap();
     let (queued, orphan) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for (order, user) in [(queued, 1), (orphan, 2)] {
@@ -66,23 +89,22 @@ async fn orphans_are_voided_and_queued_orders_confirmed() {
 
     let grace = Duration::from_secs(30);
     // Within the grace period nothing is touched.
-    let early = reconcile_once(&catalog, &stock, now + 1000, grace)
+    let early = reconcile_once(&catalog, stock, now + 1000, grace)
         .await
         .unwrap();
     assert_eq!((early.confirmed, early.voided), (0, 0));
-    let report = reconcile_once(&catalog, &stock, now + 31_000, grace)
+    let report = reconcile_once(&catalog, stock, now + 31_000, grace)
         .await
         .unwrap();
     assert_eq!((report.confirmed, report.voided), (1, 1));
     assert_eq!(stock.remaining(sale.id).await.unwrap(), Some(8));
     // A second pass finds nothing left to do.
-    let again = reconcile_once(&catalog, &stock, now + 62_000, grace)
+    let again = reconcile_once(&catalog, stock, now + 62_000, grace)
         .await
         .unwrap();
     assert_eq!((again.confirmed, again.voided), (0, 0));
 
     // A restart rebuilds the same numbers from the database alone.
-    let rebuilt = Arc::new(MemoryStock::new());
     let reservations = catalog.load_reservations().await.unwrap();
     rebuilt.load(&sale, &reservations).await.unwrap();
     assert_eq!(rebuilt.remaining(sale.id).await.unwrap(), Some(8));

@@ -25,17 +25,12 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
+    flashsale_storage::periodic::every(interval, shutdown, || async {
         if let Err(e) = sweep(&*store, &*releaser, flashsale_storage::now_ms()).await {
             tracing::error!(error = %e, "expiry sweep failed");
         }
-    }
+    })
+    .await;
 }
 
 /// One sweep: expire what is due, then release what is owed. Returns how many orders expired.

@@ -38,7 +38,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "flashsale:".into(),
-            response_timeout_ms: 250,
+            response_timeout_ms: 500,
             connect_timeout_ms: 1_000,
         }
     }

@@ -45,23 +45,40 @@ impl TestRedis {
         }
     }
 
+    /// Every key matching `pattern` (SCAN in large steps: the server may hold many keys of
+    /// other tests and runs).
+    ///
+    /// # Panics
+    /// When Redis fails meanwhile (a test failure anyway).
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.redis.conn();
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("SCAN failed: {e}"));
+            keys.extend(batch);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+
     /// Deletes every key under the test's prefix.
     ///
     /// # Panics
     /// When Redis fails meanwhile (a test failure anyway).
     pub async fn cleanup(&self) {
+        let keys = self.keys(&format!("{}*", self.config.key_prefix)).await;
         let mut conn = self.redis.conn();
-        let pattern = format!("{}*", self.config.key_prefix);
-        let mut keys: Vec<String> = Vec::new();
-        {
-            let mut iter = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .unwrap_or_else(|e| panic!("SCAN failed: {e}"));
-            while let Some(item) = iter.next_item().await {
-                keys.push(item.unwrap_or_else(|e| panic!("SCAN failed: {e}")));
-            }
-        }
         for chunk in keys.chunks(500) {
             let _: () = conn
                 .del(chunk)

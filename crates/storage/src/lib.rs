@@ -7,6 +7,8 @@
 //! cache before `COMMIT` returns). `synchronous = FULL` additionally survives power loss, at the
 //! price of an fsync per commit; the services batch their writes so that cost is shared.
 
+pub mod periodic;
+
 use std::{str::FromStr, time::Duration};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

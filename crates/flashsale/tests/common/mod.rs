@@ -90,9 +90,13 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(data_dir.path());
         if let Some(redis) = &redis {
-            config.redis = redis.config.clone();
+            config.redis = flashsale_redis::RedisConfig {
+                // Only the URL and the test's prefix: the adjust closure may change the rest.
+                ..redis.config.clone()
+            };
             config.gateway.limits.backend = flashsale_gateway::config::LimitsBackend::Redis;
             config.auth.sessions = flashsale_auth::config::SessionBackend::Redis;
+            config.inventory.stock = flashsale_inventory::config::StockBackend::Redis;
         }
         adjust(&mut config);
         let app = DevApp::build(config, flashsale_telemetry::metrics::detached())
@@ -130,6 +134,36 @@ impl TestApp {
             h.await.unwrap();
         }
         std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl TestApp {
+    /// The (order id, user id) of every order of `sale` in the app's database, once there are
+    /// at least `expected` of them (or after 20 s, whatever is there).
+    pub async fn stored_orders(&self, sale: i64, expected: usize) -> Vec<(String, i64)> {
+        let pool = flashsale_storage::connect(
+            &format!(
+                "sqlite://{}",
+                self.data_dir.path().join("flashsale.db").display()
+            ),
+            flashsale_storage::Durability::Process,
+            1,
+        )
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT id, user_id FROM orders WHERE sale_id = ?")
+                    .bind(sale)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            if rows.len() >= expected || tokio::time::Instant::now() > deadline {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 

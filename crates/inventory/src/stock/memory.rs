@@ -1,17 +1,12 @@
-//! The stock fast path: atomic reserve and idempotent release.
+//! [`MemoryStock`]: the in-process backend, and the reference every other backend matches.
 //!
-//! [`StockStore`] is the trait every backend implements (in-process here; Redis with one Lua
-//! script per decision behind the same trait). [`MemoryStock`] keeps, per sale, the remaining
-//! stock and each buyer's held units behind one mutex, and a concurrent map of reservations by
-//! order id. A reserve takes the order id's map entry first, then the sale's mutex, and decides
-//! under both: the check and the decrement cannot be separated, and the same order id cannot be
-//! reserved twice. Release takes the locks in the same order, so the two never deadlock.
-//!
-//! A reservation starts *unconfirmed*: the buy flow that made it may still fail before its
-//! order is queued (a timeout, a crash of the caller). The reconciler
-//! ([`crate::reconcile`]) later confirms each one whose order reached the database, and
-//! [`StockStore::void`]s the rest, giving their stock back; a retry of a voided order id then
-//! reserves afresh. Reservations rebuilt from the database start confirmed.
+//! It keeps, per sale, the remaining stock and each buyer's held units behind one mutex, and a
+//! concurrent map of reservations by order id. A reserve takes the order id's map entry first,
+//! then the sale's mutex, and decides under both: the check and the decrement cannot be
+//! separated, and the same order id cannot be reserved twice. Release takes the locks in the
+//! same order, so the two never deadlock. Loads are serialized by a mutex of their own, so of
+//! several concurrent loads of one sale exactly one builds it; the sale enters the map (and
+//! becomes visible) only once built.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -19,81 +14,8 @@ use async_trait::async_trait;
 use dashmap::{mapref::entry::Entry, DashMap};
 use parking_lot::Mutex;
 
+use super::{OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore};
 use crate::{catalog::StoredReservation, sale::Sale};
-
-/// Order ids are UUIDs; stored as their 128-bit value.
-pub type OrderKey = u128;
-
-/// What a reserve decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReserveOutcome {
-    /// Stock was taken.
-    Reserved,
-    /// This order id already holds this reservation: nothing changed.
-    AlreadyReserved,
-    /// Not enough stock left.
-    SoldOut,
-    /// The buyer would exceed the per-user limit.
-    LimitReached,
-    /// No such sale.
-    NotFound,
-    /// The sale has not opened yet.
-    NotStarted,
-    /// The sale has closed.
-    Ended,
-    /// This order id holds a different reservation (another sale, user or quantity).
-    Conflict,
-}
-
-/// A reserve request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReserveRequest {
-    /// Order id the stock is held for.
-    pub order: OrderKey,
-    /// Sale.
-    pub sale_id: i64,
-    /// Buyer.
-    pub user_id: i64,
-    /// Units, ≥ 1.
-    pub quantity: i64,
-    /// Decision time, Unix ms.
-    pub now_ms: i64,
-}
-
-/// A reserve decision and the stock left after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReserveDecision {
-    /// What happened.
-    pub outcome: ReserveOutcome,
-    /// Stock left (0 for an unknown sale).
-    pub remaining: i64,
-}
-
-/// A stock backend failed (e.g. its server is unreachable). The in-process backend never does.
-#[derive(Debug, thiserror::Error)]
-#[error("stock backend failed: {0}")]
-pub struct StockError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
-/// The stock fast path. Implementations must make `reserve` and `release` atomic.
-#[async_trait]
-pub trait StockStore: Send + Sync + 'static {
-    /// Starts tracking a sale with its stored reservations (start-up rebuild or a new sale).
-    async fn load(&self, sale: &Sale, reservations: &[StoredReservation])
-        -> Result<(), StockError>;
-    /// Decides a buy atomically.
-    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
-    /// Gives a reservation's stock back; `true` only the first time for a held reservation.
-    async fn release(&self, order: OrderKey) -> Result<bool, StockError>;
-    /// Remaining stock of a sale, `None` when unknown.
-    async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError>;
-    /// Unconfirmed, unreleased reservations last touched at or before `before_ms`.
-    async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError>;
-    /// Marks reservations whose orders are known to the database as confirmed.
-    async fn confirm(&self, orders: &[OrderKey]) -> Result<(), StockError>;
-    /// Drops an unconfirmed reservation last touched at or before `before_ms` and gives its
-    /// stock back; `false` when it was confirmed, released or touched since.
-    async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError>;
-}
 
 #[derive(Debug)]
 struct SaleStock {
@@ -138,6 +60,8 @@ struct Held {
 pub struct MemoryStock {
     sales: DashMap<i64, Arc<Mutex<SaleStock>>>,
     holds: DashMap<OrderKey, Held>,
+    /// Held while a load checks and builds a sale.
+    loading: Mutex<()>,
 }
 
 impl MemoryStock {
@@ -148,7 +72,11 @@ impl MemoryStock {
 }
 
 impl MemoryStock {
-    fn load_now(&self, sale: &Sale, reservations: &[StoredReservation]) {
+    fn load_now(&self, sale: &Sale, reservations: &[StoredReservation]) -> bool {
+        let _serial = self.loading.lock();
+        if self.sales.contains_key(&sale.id) {
+            return false;
+        }
         let mut state = SaleStock {
             remaining: sale.stock,
             per_user_limit: sale.per_user_limit,
@@ -184,6 +112,7 @@ impl MemoryStock {
             );
         }
         self.sales.insert(sale.id, Arc::new(Mutex::new(state)));
+        true
     }
 
     fn reserve_now(&self, req: ReserveRequest) -> ReserveDecision {
@@ -301,9 +230,8 @@ impl StockStore for MemoryStock {
         &self,
         sale: &Sale,
         reservations: &[StoredReservation],
-    ) -> Result<(), StockError> {
-        self.load_now(sale, reservations);
-        Ok(())
+    ) -> Result<bool, StockError> {
+        Ok(self.load_now(sale, reservations))
     }
 
     async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError> {
@@ -526,6 +454,18 @@ mod tests {
             stock.reserve(req(2, 2, 1)).await.unwrap().outcome,
             ReserveOutcome::AlreadyReserved
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_tracked_sale_is_not_loaded_again() {
+        let stock = MemoryStock::new();
+        assert!(stock.load(&sale(5, 2), &[]).await.unwrap());
+        assert_eq!(
+            stock.reserve(req(1, 1, 2)).await.unwrap().outcome,
+            ReserveOutcome::Reserved
+        );
+        assert!(!stock.load(&sale(9, 2), &[]).await.unwrap());
+        assert_eq!(stock.remaining(1).await.unwrap(), Some(3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

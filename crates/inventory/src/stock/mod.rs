@@ -1,0 +1,117 @@
+//! The stock fast path: atomic reserve and idempotent release.
+//!
+//! [`StockStore`] is the trait every backend implements: [`MemoryStock`] in process (one
+//! inventory instance), [`RedisStock`] in Redis (shared by every inventory instance; one Lua
+//! script per decision). Both make the same decisions; `tests/stock_store.rs` runs one
+//! conformance suite against each.
+//!
+//! A reservation starts *unconfirmed*: the buy flow that made it may still fail before its
+//! order is queued (a timeout, a crash of the caller). The reconciler
+//! ([`crate::reconcile`]) later confirms each one whose order reached the database, and
+//! [`StockStore::void`]s the rest, giving their stock back; a retry of a voided order id then
+//! reserves afresh. Reservations rebuilt from the database start confirmed.
+
+mod memory;
+mod redis;
+
+pub use self::{memory::MemoryStock, redis::RedisStock};
+
+use async_trait::async_trait;
+
+use crate::{catalog::StoredReservation, sale::Sale};
+
+/// Order ids are UUIDs; stored as their 128-bit value.
+pub type OrderKey = u128;
+
+/// What a reserve decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Stock was taken.
+    Reserved,
+    /// This order id already holds this reservation: nothing changed.
+    AlreadyReserved,
+    /// Not enough stock left.
+    SoldOut,
+    /// The buyer would exceed the per-user limit.
+    LimitReached,
+    /// No such sale (or the backend does not track it, or not yet completely).
+    NotFound,
+    /// The sale has not opened yet.
+    NotStarted,
+    /// The sale has closed.
+    Ended,
+    /// This order id holds a different reservation (another sale, user or quantity).
+    Conflict,
+}
+
+/// A reserve request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// Order id the stock is held for.
+    pub order: OrderKey,
+    /// Sale.
+    pub sale_id: i64,
+    /// Buyer.
+    pub user_id: i64,
+    /// Units, ≥ 1.
+    pub quantity: i64,
+    /// Decision time, Unix ms.
+    pub now_ms: i64,
+}
+
+/// A reserve decision and the stock left after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveDecision {
+    /// What happened.
+    pub outcome: ReserveOutcome,
+    /// Stock left (0 for an unknown sale).
+    pub remaining: i64,
+}
+
+/// A stock backend failed (e.g. its server is unreachable). The in-process backend never does.
+#[derive(Debug, thiserror::Error)]
+#[error("stock backend failed: {0}")]
+pub struct StockError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl From<::redis::RedisError> for StockError {
+    fn from(e: ::redis::RedisError) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+/// The stock fast path. Implementations make every call atomic: `reserve`, `release` and
+/// `void` decide and apply in one step, so concurrent callers (in one process or, with a shared
+/// backend, in several) can never sell more than the stock nor give a reservation back twice.
+#[async_trait]
+pub trait StockStore: Send + Sync + 'static {
+    /// Starts tracking a sale from its stored reservations (those of other sales are ignored),
+    /// **unless the backend already tracks it**: then nothing changes and the answer is `false`
+    /// (`true` when this call built it). State shared with other inventory instances is never
+    /// clobbered by one more instance starting, and of several concurrent loads of one sale
+    /// exactly one builds it. The sale becomes visible to the other calls only once completely
+    /// built (until then [`StockStore::reserve`] answers [`ReserveOutcome::NotFound`] and
+    /// [`StockStore::remaining`] `None`); a call that finds another instance building it waits
+    /// until that build is done (or takes it over if that instance died meanwhile).
+    /// Stored reservations start confirmed; released ones hold no stock.
+    async fn load(
+        &self,
+        sale: &Sale,
+        reservations: &[StoredReservation],
+    ) -> Result<bool, StockError>;
+    /// Decides a buy atomically: tracked sale, then an existing reservation of this order id
+    /// (`AlreadyReserved`, restarting its grace period, or `Conflict`), then the window, the
+    /// stock and the per-user limit; only then takes the stock.
+    async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
+    /// Gives a reservation's stock back; `true` only the first time for a held reservation.
+    async fn release(&self, order: OrderKey) -> Result<bool, StockError>;
+    /// Remaining stock of a sale, `None` when unknown.
+    async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError>;
+    /// Unconfirmed, unreleased reservations last touched at or before `before_ms`.
+    async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError>;
+    /// Marks reservations whose orders are known to the database as confirmed.
+    async fn confirm(&self, orders: &[OrderKey]) -> Result<(), StockError>;
+    /// Drops an unconfirmed reservation last touched at or before `before_ms` and gives its
+    /// stock back; `false` when it was confirmed, released or touched since. A retry of the
+    /// order id then reserves afresh.
+    async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError>;
+}

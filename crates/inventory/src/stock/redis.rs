@@ -1,0 +1,530 @@
+//! [`RedisStock`]: the stock in Redis, shared by every inventory instance, so several instances
+//! sell one stock and never more than it.
+//!
+//! Key layout, under the deployment's key prefix ([`flashsale_redis::Redis::key`]); order ids
+//! are written as 32 lowercase hex digits (`{order}`):
+//!
+//! | key                       | type   | holds                                                     |
+//! |---------------------------|--------|-----------------------------------------------------------|
+//! | `stock:sale:{id}`         | hash   | `remaining`, `limit`, `starts`, `ends` (Unix ms), `gen`, `ready` (`1` once built) |
+//! | `stock:sale:{id}:held`    | hash   | user id → units the user holds in the sale                |
+//! | `stock:sale:{id}:loading` | string | `gen` of the load building the sale; expires (lease)      |
+//! | `stock:hold:{order}`      | hash   | `sale`, `user`, `qty`, `released`, `confirmed` (`0`/`1`), `touched` (Unix ms), `gen` |
+//! | `stock:unconfirmed`       | zset   | `{order}` of unconfirmed, unreleased holds, scored by `touched` |
+//! | `stock:generation`        | string | last build generation handed out (INCR)                   |
+//!
+//! Every decision is one Lua script ([`redis::Script`]: EVALSHA, falling back to EVAL after a
+//! Redis restart forgot the script), so it is atomic however many instances call at once: a
+//! reserve checks and decrements in one step and decides before it decrements, so `remaining`
+//! never goes below zero. `remaining` and `unconfirmed` are one command each. Release and void
+//! find the sale through the hold, so those two scripts build the sale's key from the prefix:
+//! the layout assumes one Redis server (not Redis Cluster).
+//!
+//! **Loading.** A sale is built at most once while Redis keeps it: the first load claims it
+//! (writes the sale hash without `ready`, and a `loading` lease), writes the stored reservations
+//! in chunks of [`LOAD_CHUNK`], each renewing the lease, and sets `ready` last. Reserves see the
+//! sale only once `ready` is set (before, `NotFound`); a load finding the sale ready does
+//! nothing; one finding another build in progress waits for it, and takes the sale over (starts
+//! afresh) if the lease ran out because that instance died.
+//!
+//! **Generations.** Each build gets a new `gen`, and holds carry the `gen` of the build they
+//! belong to. A hold left from an earlier build (Redis lost the sale but kept the hold, e.g.
+//! after an eviction) is not part of the rebuilt counters: it never gives stock back to them, and
+//! a reserve of its order id treats it as absent.
+//!
+//! Lua numbers are doubles: stock counts and Unix-ms times are exact (below 2^53); counters are
+//! changed with HINCRBY and computed numbers written with `%.0f`, never in exponent form.
+
+use std::{sync::Arc, time::Duration};
+
+use ::redis::{aio::ConnectionManager, Script};
+use async_trait::async_trait;
+use flashsale_redis::Redis;
+
+use super::{OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore};
+use crate::{catalog::StoredReservation, sale::Sale};
+
+/// Stored reservations written per load round trip.
+const LOAD_CHUNK: usize = 1_000;
+
+/// How long a load's claim lasts without progress before another instance may take it over.
+const LOAD_LEASE: Duration = Duration::from_secs(30);
+
+/// How often a load waiting for another instance's build looks again.
+const LOAD_POLL: Duration = Duration::from_millis(20);
+
+/// Orders confirmed per script (several scripts go in one pipeline).
+const CONFIRM_CHUNK: usize = 500;
+
+/// Lua shared by the scripts that give stock back.
+const GIVE_BACK: &str = r"
+local function give_back(sale, user, qty)
+  redis.call('HINCRBY', sale, 'remaining', qty)
+  local held = sale .. ':held'
+  local left = redis.call('HINCRBY', held, user, string.format('%.0f', -tonumber(qty)))
+  if left <= 0 then
+    redis.call('HDEL', held, user)
+  end
+end
+";
+
+/// Decides a buy: `{outcome code, remaining}` (codes: [`OUTCOMES`]).
+/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed. ARGV: 1 sale id, 2 user, 3 quantity, 4 now,
+/// 5 order.
+const RESERVE: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'limit', 'starts', 'ends', 'gen')
+if s[1] ~= '1' then
+  return {0, 0}
+end
+local remaining = tonumber(s[2])
+local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen')
+local stale = h[1] == ARGV[1] and h[4] ~= s[6]
+if h[1] and not stale then
+  if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
+    redis.call('HSET', KEYS[3], 'touched', ARGV[4])
+    redis.call('ZADD', KEYS[4], 'XX', ARGV[4], ARGV[5])
+    return {2, remaining}
+  end
+  return {7, remaining}
+end
+local now = tonumber(ARGV[4])
+if now < tonumber(s[4]) then
+  return {5, remaining}
+end
+if now >= tonumber(s[5]) then
+  return {6, remaining}
+end
+local qty = tonumber(ARGV[3])
+if remaining < qty then
+  return {3, remaining}
+end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if held + qty > tonumber(s[3]) then
+  return {4, remaining}
+end
+remaining = redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -qty))
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
+  'confirmed', '0', 'touched', ARGV[4], 'gen', s[6])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+return {1, remaining}
+";
+
+/// Outcome of each [`RESERVE`] code.
+const OUTCOMES: [ReserveOutcome; 8] = [
+    ReserveOutcome::NotFound,
+    ReserveOutcome::Reserved,
+    ReserveOutcome::AlreadyReserved,
+    ReserveOutcome::SoldOut,
+    ReserveOutcome::LimitReached,
+    ReserveOutcome::NotStarted,
+    ReserveOutcome::Ended,
+    ReserveOutcome::Conflict,
+];
+
+/// Gives a held reservation back; 1 the first time, else 0.
+/// KEYS: 1 hold, 2 unconfirmed. ARGV: 1 prefix of sale keys, 2 order.
+const RELEASE: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'gen')
+if not h[1] or h[4] == '1' then
+  return 0
+end
+local sale = ARGV[1] .. h[1]
+local s = redis.call('HMGET', sale, 'ready', 'gen')
+if s[1] ~= '1' then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if s[2] ~= h[5] then
+  return 0
+end
+give_back(sale, h[2], h[3])
+redis.call('HSET', KEYS[1], 'released', '1')
+return 1
+";
+
+/// Drops an unconfirmed, unreleased hold not touched after the cutoff; 1 when dropped.
+/// KEYS: 1 hold, 2 unconfirmed. ARGV: 1 prefix of sale keys, 2 order, 3 cutoff.
+const VOID: &str = r"
+local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'confirmed',
+  'touched', 'gen')
+if not h[1] then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 0
+end
+if h[4] == '1' or h[5] == '1' or tonumber(h[6]) > tonumber(ARGV[3]) then
+  return 0
+end
+local sale = ARGV[1] .. h[1]
+local s = redis.call('HMGET', sale, 'ready', 'gen')
+if s[1] == '1' and s[2] == h[7] then
+  give_back(sale, h[2], h[3])
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+";
+
+/// Marks holds confirmed. KEYS: 1 unconfirmed, 2.. holds. ARGV: the holds' orders.
+const CONFIRM: &str = r"
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HSET', KEYS[i], 'confirmed', '1')
+  end
+  redis.call('ZREM', KEYS[1], ARGV[i - 1])
+end
+return 0
+";
+
+/// Claims a sale for building: 0 when it is built already, -1 while another load holds the
+/// claim, else the new generation (the sale is then reset, not yet ready).
+/// KEYS: 1 sale, 2 held, 3 loading, 4 generation. ARGV: 1 stock, 2 limit, 3 starts, 4 ends,
+/// 5 lease (ms).
+const LOAD_BEGIN: &str = r"
+if redis.call('HGET', KEYS[1], 'ready') == '1' then
+  return 0
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return -1
+end
+local gen = string.format('%.0f', redis.call('INCR', KEYS[4]))
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'remaining', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3],
+  'ends', ARGV[4], 'gen', gen)
+redis.call('SET', KEYS[3], gen, 'PX', ARGV[5])
+return tonumber(gen)
+";
+
+/// Writes a chunk of stored reservations; 0 when the claim was lost, else 1.
+/// KEYS: 1 sale, 2 held, 3 loading, 4 unconfirmed, 5.. holds. ARGV: 1 generation, 2 lease
+/// (ms), 3 sale id, then per hold: order, user, quantity, released (`0`/`1`).
+const LOAD_CHUNK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+for i = 5, #KEYS do
+  local a = 4 + (i - 5) * 4
+  local user, qty, released = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if released == '0' then
+    redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(qty)))
+    redis.call('HINCRBY', KEYS[2], user, qty)
+  end
+  redis.call('DEL', KEYS[i])
+  redis.call('HSET', KEYS[i], 'sale', ARGV[3], 'user', user, 'qty', qty, 'released', released,
+    'confirmed', '1', 'touched', '0', 'gen', ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[a])
+end
+return 1
+";
+
+/// Makes a built sale visible: `{1, remaining}`, or `{0, 0}` when the claim was lost.
+/// KEYS: 1 sale, 2 loading. ARGV: 1 generation.
+const LOAD_FINISH: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
+  return {0, 0}
+end
+redis.call('HSET', KEYS[1], 'ready', '1')
+redis.call('DEL', KEYS[2])
+return {1, tonumber(redis.call('HGET', KEYS[1], 'remaining'))}
+";
+
+/// The compiled scripts (their SHA1s are computed once, here).
+#[derive(Debug)]
+struct Scripts {
+    reserve: Script,
+    release: Script,
+    void: Script,
+    confirm: Script,
+    load_begin: Script,
+    load_chunk: Script,
+    load_finish: Script,
+}
+
+/// Full keys (and key prefixes) that do not depend on a sale or an order.
+#[derive(Debug)]
+struct Keys {
+    unconfirmed: String,
+    generation: String,
+    /// `stock:sale:` under the prefix; a sale's key is this plus its id.
+    sale_prefix: String,
+}
+
+/// Stock in Redis (see the module docs for the key layout), exact under any concurrency across
+/// any number of instances sharing the server and prefix.
+///
+/// Cheap to clone: clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct RedisStock {
+    redis: Redis,
+    scripts: Arc<Scripts>,
+    keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for RedisStock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStock")
+            .field("prefix", &self.redis.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An order id as written in Redis: 32 lowercase hex digits.
+fn order_hex(order: OrderKey) -> String {
+    format!("{order:032x}")
+}
+
+/// A lost load claim (another instance took a stalled build over).
+fn claim_lost(sale_id: i64) -> StockError {
+    StockError(format!("load of sale {sale_id} lost its claim to another instance").into())
+}
+
+impl RedisStock {
+    /// Stock over `redis`, its keys under the handle's prefix. Inventory instances given the
+    /// same server and prefix share one stock.
+    pub fn new(redis: Redis) -> Self {
+        let with_give_back = |body: &str| Script::new(&format!("{GIVE_BACK}{body}"));
+        Self {
+            keys: Arc::new(Keys {
+                unconfirmed: redis.key("stock:unconfirmed"),
+                generation: redis.key("stock:generation"),
+                sale_prefix: redis.key("stock:sale:"),
+            }),
+            scripts: Arc::new(Scripts {
+                reserve: Script::new(RESERVE),
+                release: with_give_back(RELEASE),
+                void: with_give_back(VOID),
+                confirm: Script::new(CONFIRM),
+                load_begin: Script::new(LOAD_BEGIN),
+                load_chunk: Script::new(LOAD_CHUNK_SCRIPT),
+                load_finish: Script::new(LOAD_FINISH),
+            }),
+            redis,
+        }
+    }
+
+    fn sale_key(&self, sale_id: i64) -> String {
+        format!("{}{sale_id}", self.keys.sale_prefix)
+    }
+
+    fn held_key(&self, sale_id: i64) -> String {
+        format!("{}{sale_id}:held", self.keys.sale_prefix)
+    }
+
+    fn loading_key(&self, sale_id: i64) -> String {
+        format!("{}{sale_id}:loading", self.keys.sale_prefix)
+    }
+
+    fn hold_key(&self, order: OrderKey) -> String {
+        self.redis.key(&format!("stock:hold:{}", order_hex(order)))
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.redis.conn()
+    }
+
+    /// Claims the sale: `Some(generation)` to build it, `None` when it is built already; waits
+    /// while another instance builds it.
+    async fn claim(&self, sale: &Sale) -> Result<Option<i64>, StockError> {
+        let lease_ms = u64::try_from(LOAD_LEASE.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let gen: i64 = self
+                .scripts
+                .load_begin
+                .key(self.sale_key(sale.id))
+                .key(self.held_key(sale.id))
+                .key(self.loading_key(sale.id))
+                .key(&self.keys.generation)
+                .arg(sale.stock)
+                .arg(sale.per_user_limit)
+                .arg(sale.starts_at_ms)
+                .arg(sale.ends_at_ms)
+                .arg(lease_ms)
+                .invoke_async(&mut self.conn())
+                .await?;
+            match gen {
+                0 => return Ok(None),
+                -1 => tokio::time::sleep(LOAD_POLL).await,
+                gen => return Ok(Some(gen)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StockStore for RedisStock {
+    async fn load(
+        &self,
+        sale: &Sale,
+        reservations: &[StoredReservation],
+    ) -> Result<bool, StockError> {
+        let Some(gen) = self.claim(sale).await? else {
+            return Ok(false);
+        };
+        let lease_ms = u64::try_from(LOAD_LEASE.as_millis()).unwrap_or(u64::MAX);
+        let mut holds = Vec::new();
+        for r in reservations.iter().filter(|r| r.sale_id == sale.id) {
+            let Ok(order) = uuid::Uuid::parse_str(&r.order_id) else {
+                tracing::warn!(order_id = %r.order_id, "stored order id is not a uuid; skipped");
+                continue;
+            };
+            holds.push((order.as_u128(), r));
+        }
+        for chunk in holds.chunks(LOAD_CHUNK) {
+            let mut call = self.scripts.load_chunk.prepare_invoke();
+            call.key(self.sale_key(sale.id))
+                .key(self.held_key(sale.id))
+                .key(self.loading_key(sale.id))
+                .key(&self.keys.unconfirmed)
+                .arg(gen)
+                .arg(lease_ms)
+                .arg(sale.id);
+            for (order, r) in chunk {
+                call.key(self.hold_key(*order))
+                    .arg(order_hex(*order))
+                    .arg(r.user_id)
+                    .arg(r.quantity)
+                    .arg(u8::from(r.released));
+            }
+            let written: i64 = call.invoke_async(&mut self.conn()).await?;
+            if written != 1 {
+                return Err(claim_lost(sale.id));
+            }
+        }
+        let (built, remaining): (i64, i64) = self
+            .scripts
+            .load_finish
+            .key(self.sale_key(sale.id))
+            .key(self.loading_key(sale.id))
+            .arg(gen)
+            .invoke_async(&mut self.conn())
+            .await?;
+        if built != 1 {
+            return Err(claim_lost(sale.id));
+        }
+        if remaining < 0 {
+            tracing::error!(
+                sale_id = sale.id,
+                remaining,
+                "stored orders exceed the stock"
+            );
+        }
+        Ok(true)
+    }
+
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveDecision, StockError> {
+        let (code, remaining): (usize, i64) = self
+            .scripts
+            .reserve
+            .key(self.sale_key(req.sale_id))
+            .key(self.held_key(req.sale_id))
+            .key(self.hold_key(req.order))
+            .key(&self.keys.unconfirmed)
+            .arg(req.sale_id)
+            .arg(req.user_id)
+            .arg(req.quantity)
+            .arg(req.now_ms)
+            .arg(order_hex(req.order))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let outcome = OUTCOMES
+            .get(code)
+            .copied()
+            .ok_or_else(|| StockError(format!("reserve script answered code {code}").into()))?;
+        Ok(ReserveDecision { outcome, remaining })
+    }
+
+    async fn release(&self, order: OrderKey) -> Result<bool, StockError> {
+        let released: i64 = self
+            .scripts
+            .release
+            .key(self.hold_key(order))
+            .key(&self.keys.unconfirmed)
+            .arg(&self.keys.sale_prefix)
+            .arg(order_hex(order))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(released == 1)
+    }
+
+    async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError> {
+        let (ready, remaining): (Option<String>, Option<i64>) = ::redis::cmd("HMGET")
+            .arg(self.sale_key(sale_id))
+            .arg(&["ready", "remaining"])
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(remaining.filter(|_| ready.as_deref() == Some("1")))
+    }
+
+    async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError> {
+        let members: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg(&self.keys.unconfirmed)
+            .arg("-inf")
+            .arg(before_ms)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| match u128::from_str_radix(m, 16) {
+                Ok(order) => Some(order),
+                Err(_) => {
+                    tracing::warn!(member = %m, "unconfirmed index holds a malformed order id");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn confirm(&self, orders: &[OrderKey]) -> Result<(), StockError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let calls: Vec<_> = orders
+            .chunks(CONFIRM_CHUNK)
+            .map(|chunk| {
+                let mut call = self.scripts.confirm.prepare_invoke();
+                call.key(&self.keys.unconfirmed);
+                for order in chunk {
+                    call.key(self.hold_key(*order)).arg(order_hex(*order));
+                }
+                call
+            })
+            .collect();
+        // One round trip: the script is loaded first (pipelines do not retry a missing one).
+        let mut pipe = ::redis::pipe();
+        pipe.load_script(&self.scripts.confirm).ignore();
+        for call in &calls {
+            pipe.invoke_script(call).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
+        let voided: i64 = self
+            .scripts
+            .void
+            .key(self.hold_key(order))
+            .key(&self.keys.unconfirmed)
+            .arg(&self.keys.sale_prefix)
+            .arg(order_hex(order))
+            .arg(before_ms)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(voided == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_32_lowercase_hex_digits() {
+        assert_eq!(order_hex(0), "0".repeat(32));
+        assert_eq!(order_hex(u128::MAX), "f".repeat(32));
+        let id = uuid::Uuid::new_v4().as_u128();
+        assert_eq!(u128::from_str_radix(&order_hex(id), 16).ok(), Some(id));
+        assert_eq!(order_hex(0xAB), format!("{}ab", "0".repeat(30)));
+    }
+}

@@ -1,0 +1,136 @@
+//! The inventory service over the Redis stock and the real embedded database: buys for sale
+//! ids it does not know never reach Redis (watched with MONITOR).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{sync::Arc, time::Duration};
+
+use flashsale_inventory::{
+    catalog::{Catalog, SqlCatalog},
+    sale::NewSale,
+    stock::{RedisStock, StockStore},
+    InventoryService,
+};
+use flashsale_proto::inventory::{
+    inventory_server::Inventory, GetSaleRequest, ReserveOutcome as PbOutcome,
+    ReserveRequest as PbReserve,
+};
+use flashsale_redis::testing::TestRedis;
+use flashsale_storage::{connect, now_ms, Durability, SqlitePool};
+use futures::StreamExt;
+use redis::AsyncCommands;
+
+async fn database() -> (tempfile::TempDir, SqlitePool) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = connect(
+        &format!("sqlite://{}", dir.path().join("t.db").display()),
+        Durability::Process,
+        2,
+    )
+    .await
+    .unwrap();
+    (dir, pool)
+}
+
+fn open_sale(stock: i64) -> NewSale {
+    let now = now_ms();
+    NewSale {
+        name: "item".into(),
+        price_cents: 100,
+        stock,
+        per_user_limit: 5,
+        starts_at_ms: now - 1000,
+        ends_at_ms: now + 3_600_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sale_ids_never_reach_redis() {
+    let Some(test) = TestRedis::start().await else {
+        return;
+    };
+    let (_dir, pool) = database().await;
+    let catalog = Arc::new(SqlCatalog::new(pool));
+    let known = catalog.create(&open_sale(10)).await.unwrap();
+    let stock: Arc<dyn StockStore> = Arc::new(RedisStock::new(test.redis.clone()));
+    let service = InventoryService::open(catalog, stock).await.unwrap();
+
+    // Watch every command Redis runs from here on.
+    let client = redis::Client::open(test.config.url.as_str()).unwrap();
+    let mut lines = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    // MONITOR is on once it shows a command sent after it.
+    let start = test.redis.key("start");
+    let _: Option<String> = test.redis.conn().get(&start).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next().await {
+            if line.contains(&start) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the monitor never started");
+
+    let reserve = |sale_id: i64, n: u128| PbReserve {
+        order_id: uuid::Uuid::from_u128(0xfeed_0000 + n).to_string(),
+        sale_id,
+        user_id: 1,
+        quantity: 1,
+    };
+    // Control: a known sale does reach Redis (so the monitor sees our commands).
+    let ok = service
+        .reserve(tonic::Request::new(reserve(known.id, 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.outcome, i32::from(PbOutcome::Reserved));
+    // Unknown ids: refused, and not a single command about them.
+    for (n, unknown) in [987_654_321_i64, 987_654_322, -5, 0]
+        .into_iter()
+        .enumerate()
+    {
+        let r = service
+            .reserve(tonic::Request::new(reserve(unknown, 1 + n as u128)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.outcome, i32::from(PbOutcome::SaleNotFound));
+        let g = service
+            .get_sale(tonic::Request::new(GetSaleRequest { id: unknown }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(g.sale.is_none());
+    }
+    // A sentinel marks the end of what we sent.
+    let sentinel = test.redis.key("sentinel");
+    let _: Option<String> = test.redis.conn().get(&sentinel).await.unwrap();
+    let mut ours = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next().await {
+            if line.contains(&sentinel) {
+                break;
+            }
+            if line.contains(test.redis.prefix()) {
+                ours.push(line);
+            }
+        }
+    })
+    .await
+    .expect("the monitor never showed the sentinel");
+    assert!(
+        ours.iter()
+            .any(|l| l.contains(&format!("stock:sale:{}", known.id))),
+        "the known sale's reserve is not in the monitor: {ours:?}"
+    );
+    for unknown in ["987654321", "987654322", "stock:sale:-5", "stock:sale:0\""] {
+        assert!(
+            !ours.iter().any(|l| l.contains(unknown)),
+            "an unknown sale reached Redis: {ours:?}"
+        );
+    }
+    test.cleanup().await;
+}
