@@ -171,6 +171,28 @@ fn limiter(config: &Config, redis: Option<&Redis>) -> Result<Limiter, StartupErr
     }
 }
 
+/// The gateway's state: its limiter backend, and stock events when it follows them.
+fn gateway_state(
+    config: &Config,
+    keys: TokenKeys,
+    upstreams: Upstreams,
+    redis: Option<&Redis>,
+    metrics: PrometheusHandle,
+) -> Result<AppState, StartupError> {
+    let state = AppState::new(
+        config.gateway.clone(),
+        keys,
+        upstreams,
+        limiter(config, redis)?,
+        metrics,
+    );
+    Ok(if config.gateway.follow_stock_events {
+        state.with_stock_events(config.redis.clone())
+    } else {
+        state
+    })
+}
+
 /// Whether the gateway needs Redis.
 fn gateway_uses_redis(config: &Config) -> bool {
     config.gateway.limits.backend == LimitsBackend::Redis
@@ -437,13 +459,7 @@ impl DevApp {
                  (benchmark mode)"
             );
         }
-        let gateway = AppState::new(
-            config.gateway.clone(),
-            keys,
-            upstreams,
-            limiter(&config, redis.as_ref())?,
-            metrics,
-        );
+        let gateway = gateway_state(&config, keys, upstreams, redis.as_ref(), metrics)?;
         tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
         Ok(Self {
             http,
@@ -529,13 +545,7 @@ impl ServiceApp {
                 let listener = bind(&config.http_addr.to_string()).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, gateway_uses_redis(&config)).await?;
-                let state = AppState::new(
-                    config.gateway.clone(),
-                    keys,
-                    upstreams,
-                    limiter(&config, redis.as_ref())?,
-                    metrics,
-                );
+                let state = gateway_state(&config, keys, upstreams, redis.as_ref(), metrics)?;
                 return Ok(Self {
                     service,
                     addr,

@@ -360,6 +360,7 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
             "off".to_owned(),
         ),
         ("FLASHSALE_GATEWAY__BUDGET_MS", "5000".to_owned()),
+        ("FLASHSALE_GATEWAY__FOLLOW_STOCK_EVENTS", "true".to_owned()),
     ]);
     let deployment = Deployment::new(&settings);
     let (auth, auth_addr) = deployment.auth(true).await;
@@ -369,25 +370,30 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
     let (order, order_addr) = deployment.order(inv_a_addr).await;
     let (gw_a, http_a) = deployment.gateway(auth_addr, inv_a_addr, order_addr).await;
     let (gw_b, http_b) = deployment.gateway(auth_addr, inv_b_addr, order_addr).await;
-    let apis = Arc::new([Api::new(http_a), Api::new(http_b)]);
+    // Gateway C (also on inventory B) takes no part in the rush: it only hears the stock events.
+    let (gw_c, http_c) = deployment.gateway(auth_addr, inv_b_addr, order_addr).await;
+    let apis = Arc::new([Api::new(http_a), Api::new(http_b), Api::new(http_c)]);
 
-    // The sale is created through inventory A; inventory B learns it from the catalog.
+    // The sale is created through inventory A; inventory B learns it from the catalog (and
+    // gateways B and C learn it from inventory B).
     let sale_id = apis[0].open_sale(50, 2).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = apis[1]
-            .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.0.0.1")
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::OK {
-            break;
+    for api in &apis[1..] {
+        loop {
+            let r = api
+                .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.0.0.1")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::OK {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "inventory B never learned the sale"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "inventory B never learned the sale"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // 60 shoppers × 3 keys, alternating gateways (so inventories), 32 at a time.
@@ -405,6 +411,7 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
         .await;
     let answers: Vec<(usize, StatusCode, Option<String>)> = stream::iter(
         tokens
+            .clone()
             .into_iter()
             .enumerate()
             .flat_map(|(n, t)| (0..3).map(move |k| (n, t.clone(), k))),
@@ -472,7 +479,48 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    for child in [gw_b, gw_a, order, inv_b, inv_a, auth] {
+    // Gateway C never asked inventory B about a buy, yet knows the sale is sold out: with
+    // inventory B stopped, its answer can only come from the pushed sold-out event.
+    sigterm_and_wait(inv_b).await;
+    let (n, _, order_id) = accepted[0];
+    let order_id = order_id.clone().unwrap();
+    let ip_59 = ip(59);
+    let buy_via_c = |key: &'static str| apis[2].buy(sale_id, &tokens[59], &ip_59, key);
+    let r = buy_via_c("after-sold-out").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CONFLICT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // A cancelled order gives a unit back; the restock event clears C's flag at once, so its
+    // next buy goes to (the stopped) inventory B instead of being refused locally.
+    let r = apis[0]
+        .authed(
+            Method::POST,
+            &format!("/api/v1/orders/{order_id}/cancel"),
+            &ip(*n),
+            &tokens[*n],
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = buy_via_c("after-restock").await.status();
+        if status.is_server_error() {
+            break;
+        }
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway C never heard the restock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for child in [gw_c, gw_b, gw_a, order, inv_a, auth] {
         sigterm_and_wait(child).await;
     }
     redis.cleanup().await;

@@ -53,6 +53,8 @@ pub struct Inner {
     pub accepted: moka::sync::Cache<u128, ()>,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
+    /// Where to follow stock events from, when configured.
+    pub stock_events: Option<flashsale_redis::RedisConfig>,
 }
 
 impl Deref for AppState {
@@ -86,7 +88,24 @@ impl AppState {
             keys,
             upstreams,
             metrics,
+            stock_events: None,
         }))
+    }
+
+    /// Follows the inventory's stock events from this Redis while serving (see
+    /// [`crate::stock_events`]). Call before the state is shared.
+    #[must_use]
+    pub fn with_stock_events(self, redis: flashsale_redis::RedisConfig) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.stock_events = Some(redis);
+                Self(Arc::new(inner))
+            }
+            Err(shared) => {
+                tracing::error!("stock events configured on a shared gateway state; ignored");
+                Self(shared)
+            }
+        }
     }
 }
 
@@ -168,6 +187,10 @@ pub async fn serve(
             }
         })
     };
+    let events = state
+        .stock_events
+        .clone()
+        .map(|redis| tokio::spawn(crate::stock_events::follow(redis, state.sales.clone())));
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app(state));
@@ -176,5 +199,8 @@ pub async fn serve(
         .await;
     pruner.abort();
     poller.abort();
+    if let Some(events) = events {
+        events.abort();
+    }
     result
 }

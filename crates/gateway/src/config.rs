@@ -87,6 +87,9 @@ pub struct GatewayConfig {
     pub bind_sessions: bool,
     /// Anti-brush limits.
     pub limits: LimitsConfig,
+    /// Follow the inventory's stock events in Redis (needs `inventory.stock = "redis"` and the
+    /// top-level `redis` section): sold-out sales are then answered locally until restocked.
+    pub follow_stock_events: bool,
     /// Benchmarking only: customer requests are NOT authenticated — the user id is read from
     /// the bearer token without checking its signature, expiry, session or client binding
     /// (admin routes still authenticate). `flashsale bench --compare-auth-off` uses it to
@@ -106,6 +109,7 @@ impl Default for GatewayConfig {
             sold_out_cache_ms: 200,
             bind_sessions: true,
             limits: LimitsConfig::default(),
+            follow_stock_events: false,
             insecure_skip_auth: false,
         }
     }

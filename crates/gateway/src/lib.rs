@@ -25,6 +25,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod sales_cache;
+pub mod stock_events;
 pub mod upstream;
 
 pub use app::{router, AppState};

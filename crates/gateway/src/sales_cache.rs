@@ -5,7 +5,8 @@
 //! defence: a flood of unknown ids reaches the inventory once per interval). When the inventory
 //! says a sale is sold out, this gateway answers `409 sold_out` locally for `sold_out_cache_ms`,
 //! then asks again — so stock given back by a cancel or an expiry becomes buyable within that
-//! time.
+//! time. With stock events followed ([`crate::stock_events`]), a sold-out pushed by the inventory
+//! holds until its restock event.
 
 use std::{
     sync::{
@@ -16,6 +17,7 @@ use std::{
 };
 
 use flashsale_proto::inventory::{self as pb, GetSaleRequest};
+use flashsale_redis::events::StockEvent;
 use moka::{future::Cache, Expiry};
 
 use crate::{
@@ -48,8 +50,8 @@ impl SaleMeta {
         }
     }
 
-    /// Whether this gateway currently knows the sale to be sold out.
-    pub fn known_sold_out(&self, now_ms: i64) -> bool {
+    /// Whether this gateway learned from an inventory answer that the sale is sold out.
+    fn answered_sold_out(&self, now_ms: i64) -> bool {
         self.sold_out_until_ms.load(Ordering::Relaxed) > now_ms
     }
 }
@@ -81,6 +83,8 @@ impl Expiry<i64, Option<Arc<SaleMeta>>> for PerEntry {
 pub struct SaleCache {
     cache: Cache<i64, Option<Arc<SaleMeta>>>,
     sold_out_ms: i64,
+    /// Sales the inventory's stock events say are sold out (until their restock event).
+    pushed_sold_out: moka::sync::Cache<i64, ()>,
 }
 
 impl std::fmt::Debug for SaleCache {
@@ -98,6 +102,7 @@ impl SaleCache {
                 .expire_after(PerEntry { missing })
                 .build(),
             sold_out_ms: i64::try_from(sold_out.as_millis()).unwrap_or(i64::MAX),
+            pushed_sold_out: moka::sync::Cache::new(100_000),
         }
     }
 
@@ -132,6 +137,30 @@ impl SaleCache {
     /// Remembers that a sale does not exist.
     pub async fn remember_missing(&self, id: i64) {
         self.cache.insert(id, None).await;
+    }
+
+    /// Applies a stock event pushed by the inventory.
+    pub async fn apply(&self, event: StockEvent) {
+        match event {
+            StockEvent::SoldOut(id) => self.pushed_sold_out.insert(id, ()),
+            StockEvent::Restocked(id) => {
+                self.pushed_sold_out.invalidate(&id);
+                if let Some(Some(sale)) = self.cache.get(&id).await {
+                    sale.sold_out_until_ms.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Forgets every pushed sold-out (the event stream was interrupted).
+    pub fn forget_pushed(&self) {
+        self.pushed_sold_out.invalidate_all();
+    }
+
+    /// Whether this gateway knows the sale to be sold out: pushed by a stock event, or
+    /// answered by the inventory less than `sold_out_cache_ms` ago.
+    pub fn known_sold_out(&self, sale: &SaleMeta, now_ms: i64) -> bool {
+        self.pushed_sold_out.contains_key(&sale.id) || sale.answered_sold_out(now_ms)
     }
 
     /// Answers "sold out" locally for the configured interval.

@@ -10,6 +10,7 @@
 //! unreachable fails after [`RedisConfig::response_timeout_ms`] rather than hanging, so a caller
 //! can answer its client within the request budget.
 
+pub mod events;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -122,6 +123,16 @@ impl Redis {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+}
+
+/// A pub/sub connection (its own socket: a subscribed connection can do nothing else).
+pub async fn subscriber(config: &RedisConfig) -> Result<redis::aio::PubSub, ConnectError> {
+    let err = |source| ConnectError {
+        url: redacted(&config.url),
+        source,
+    };
+    let client = Client::open(config.url.as_str()).map_err(err)?;
+    client.get_async_pubsub().await.map_err(err)
 }
 
 #[cfg(test)]

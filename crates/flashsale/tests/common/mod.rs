@@ -97,6 +97,7 @@ impl TestApp {
             config.gateway.limits.backend = flashsale_gateway::config::LimitsBackend::Redis;
             config.auth.sessions = flashsale_auth::config::SessionBackend::Redis;
             config.inventory.stock = flashsale_inventory::config::StockBackend::Redis;
+            config.gateway.follow_stock_events = true;
         }
         adjust(&mut config);
         let app = DevApp::build(config, flashsale_telemetry::metrics::detached())

@@ -98,7 +98,7 @@ pub async fn buy(
             sale.per_user_limit
         )));
     }
-    if sale.known_sold_out(now) && !state.accepted.contains_key(&order_id.as_u128()) {
+    if state.sales.known_sold_out(&sale, now) && !state.accepted.contains_key(&order_id.as_u128()) {
         outcome("sold_out_local");
         return Err(ApiError::conflict("sold_out", "sold out"));
     }

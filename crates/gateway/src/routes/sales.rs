@@ -69,6 +69,10 @@ pub async fn get(
     let reply = ctx
         .run(inventory.get_sale(ctx.request(GetSaleRequest { id })?))
         .await?;
+    // A shopper looks at the sale before buying: the buy path then needs no lookup.
+    if let Some(sale) = &reply.sale {
+        state.sales.remember(sale).await;
+    }
     reply
         .sale
         .map(|s| Json(s.into()))

@@ -12,6 +12,7 @@
 //! | `stock:hold:{order}`      | hash   | `sale`, `user`, `qty`, `released`, `confirmed` (`0`/`1`), `touched` (Unix ms), `gen` |
 //! | `stock:unconfirmed`       | zset   | `{order}` of unconfirmed, unreleased holds, scored by `touched` |
 //! | `stock:generation`        | string | last build generation handed out (INCR)                   |
+//! | `stock:events`            | channel | `sold_out:{id}` when a reserve takes the last unit, `restocked:{id}` when a release or void gives the first one back (`flashsale_redis::events`) |
 //!
 //! Every decision is one Lua script ([`redis::Script`]: EVALSHA, falling back to EVAL after a
 //! Redis restart forgot the script), so it is atomic however many instances call at once: a
@@ -58,8 +59,11 @@ const CONFIRM_CHUNK: usize = 500;
 
 /// Lua shared by the scripts that give stock back.
 const GIVE_BACK: &str = r"
-local function give_back(sale, user, qty)
-  redis.call('HINCRBY', sale, 'remaining', qty)
+local function give_back(sale, user, qty, events, sale_id)
+  local now_left = redis.call('HINCRBY', sale, 'remaining', qty)
+  if now_left > 0 and now_left <= tonumber(qty) then
+    redis.call('PUBLISH', events, 'restocked:' .. sale_id)
+  end
   local held = sale .. ':held'
   local left = redis.call('HINCRBY', held, user, string.format('%.0f', -tonumber(qty)))
   if left <= 0 then
@@ -69,7 +73,9 @@ end
 ";
 
 /// Decides a buy: `{outcome code, remaining}` (codes: [`OUTCOMES`]).
-/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed. ARGV: 1 sale id, 2 user, 3 quantity, 4 now,
+/// Publishes `sold_out:<id>` on the events channel when it takes the last unit.
+/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel. ARGV: 1 sale id, 2 user,
+/// 3 quantity, 4 now,
 /// 5 order.
 const RESERVE: &str = r"
 local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'limit', 'starts', 'ends', 'gen')
@@ -103,6 +109,9 @@ if held + qty > tonumber(s[3]) then
   return {4, remaining}
 end
 remaining = redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -qty))
+if remaining == 0 then
+  redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
+end
 redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
   'confirmed', '0', 'touched', ARGV[4], 'gen', s[6])
@@ -123,7 +132,7 @@ const OUTCOMES: [ReserveOutcome; 8] = [
 ];
 
 /// Gives a held reservation back; 1 the first time, else 0.
-/// KEYS: 1 hold, 2 unconfirmed. ARGV: 1 prefix of sale keys, 2 order.
+/// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order.
 const RELEASE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'gen')
 if not h[1] or h[4] == '1' then
@@ -138,13 +147,14 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 if s[2] ~= h[5] then
   return 0
 end
-give_back(sale, h[2], h[3])
+give_back(sale, h[2], h[3], KEYS[3], h[1])
 redis.call('HSET', KEYS[1], 'released', '1')
 return 1
 ";
 
 /// Drops an unconfirmed, unreleased hold not touched after the cutoff; 1 when dropped.
-/// KEYS: 1 hold, 2 unconfirmed. ARGV: 1 prefix of sale keys, 2 order, 3 cutoff.
+/// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order,
+/// 3 cutoff.
 const VOID: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'confirmed',
   'touched', 'gen')
@@ -158,7 +168,7 @@ end
 local sale = ARGV[1] .. h[1]
 local s = redis.call('HMGET', sale, 'ready', 'gen')
 if s[1] == '1' and s[2] == h[7] then
-  give_back(sale, h[2], h[3])
+  give_back(sale, h[2], h[3], KEYS[3], h[1])
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -245,6 +255,8 @@ struct Scripts {
 #[derive(Debug)]
 struct Keys {
     unconfirmed: String,
+    /// Channel of [`flashsale_redis::events::StockEvent`]s.
+    events: String,
     generation: String,
     /// `stock:sale:` under the prefix; a sale's key is this plus its id.
     sale_prefix: String,
@@ -287,6 +299,7 @@ impl RedisStock {
         Self {
             keys: Arc::new(Keys {
                 unconfirmed: redis.key("stock:unconfirmed"),
+                events: redis.key(flashsale_redis::events::STOCK_EVENTS),
                 generation: redis.key("stock:generation"),
                 sale_prefix: redis.key("stock:sale:"),
             }),
@@ -420,6 +433,7 @@ impl StockStore for RedisStock {
             .key(self.held_key(req.sale_id))
             .key(self.hold_key(req.order))
             .key(&self.keys.unconfirmed)
+            .key(&self.keys.events)
             .arg(req.sale_id)
             .arg(req.user_id)
             .arg(req.quantity)
@@ -440,6 +454,7 @@ impl StockStore for RedisStock {
             .release
             .key(self.hold_key(order))
             .key(&self.keys.unconfirmed)
+            .key(&self.keys.events)
             .arg(&self.keys.sale_prefix)
             .arg(order_hex(order))
             .invoke_async(&mut self.conn())
@@ -506,6 +521,7 @@ impl StockStore for RedisStock {
             .void
             .key(self.hold_key(order))
             .key(&self.keys.unconfirmed)
+            .key(&self.keys.events)
             .arg(&self.keys.sale_prefix)
             .arg(order_hex(order))
             .arg(before_ms)
