@@ -72,6 +72,7 @@ on_both_backends!(
     login_is_throttled_per_account_from_any_address,
     login_is_throttled_per_address_across_accounts,
     registration_is_throttled_per_address,
+    answers_from_memory_spend_no_rate_limit,
 );
 
 fn retry_after(r: &Response) -> u64 {
@@ -515,5 +516,25 @@ async fn x_forwarded_for_from_an_untrusted_peer_is_ignored() {
             .register(&format!("spoof{n}@example.com"), &ip(100 + n))
             .await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+}
+
+async fn answers_from_memory_spend_no_rate_limit(app: &TestApp) {
+    let sale = app.open_sale(1, 1).await;
+    let first = app.customer("first@example.com", &ip(110)).await;
+    accepted(app.buy(sale, &first, &ip(110), "only").await).await;
+    // Sold out: ten attempts in a burst are all answered 409 by the gateway — none of them
+    // spends the 3-a-second or 10-a-minute budgets, so none is 429.
+    let late = app.customer("late@example.com", &ip(111)).await;
+    let mut codes = Vec::new();
+    for n in 0..10 {
+        let r = app.buy(sale, &late, &ip(111), &format!("late-{n}")).await;
+        codes.push(error_code(r, StatusCode::CONFLICT).await);
+    }
+    assert!(codes.iter().all(|c| c == "sold_out"), "{codes:?}");
+    // The budget is intact for a sale that has stock.
+    let other = app.open_sale(10, 5).await;
+    for n in 0..3 {
+        accepted(app.buy(other, &late, &ip(111), &format!("other-{n}")).await).await;
     }
 }

@@ -70,10 +70,6 @@ pub async fn buy(
             "quantity must be between 1 and {MAX_QUANTITY}"
         )));
     }
-    state
-        .limits
-        .check_buy(user.client.ip, user.user_id, sale_id)
-        .await?;
     let order_id = order_id_for(user.user_id, &key);
     let now = flashsale_storage::now_ms();
 
@@ -102,6 +98,14 @@ pub async fn buy(
         outcome("sold_out_local");
         return Err(ApiError::conflict("sold_out", "sold out"));
     }
+
+    // Anti-brush limits guard what costs: the inventory's decision. The local answers above
+    // cost nothing and tell nothing that GET /sales/{id} does not, so they are not counted
+    // (and a sold-out stampede does not even reach a shared limiter in Redis).
+    state
+        .limits
+        .check_buy(user.client.ip, user.user_id, sale_id)
+        .await?;
 
     // The atomic decision.
     let mut inventory = state.upstreams.inventory.clone();
