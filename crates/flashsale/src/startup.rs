@@ -255,12 +255,14 @@ async fn build_auth(
 }
 
 /// The inventory service and its background workers (reconciler; with shared stock, the
-/// catalog refresh).
+/// catalog refresh). `restarts_alone`: the gateways may have kept running (`serve`), so sales
+/// whose stock is not tracked yet are rebuilt only after the grace period.
 async fn build_inventory(
     config: &Config,
     pool: SqlitePool,
     workers_shutdown: &CancellationToken,
     redis: Option<&Redis>,
+    restarts_alone: bool,
 ) -> Result<(InventoryService, Vec<JoinHandle<()>>), StartupError> {
     let stock: Arc<dyn StockStore> = match (config.inventory.stock, redis) {
         (StockBackend::Memory, _) => Arc::new(MemoryStock::new()),
@@ -271,9 +273,15 @@ async fn build_inventory(
             ))
         }
     };
-    let service = InventoryService::open(Arc::new(SqlCatalog::new(pool)), stock)
-        .await?
-        .with_rebuild_delay(Duration::from_millis(config.inventory.reservation_grace_ms));
+    let catalog = Arc::new(SqlCatalog::new(pool));
+    let grace = Duration::from_millis(config.inventory.reservation_grace_ms);
+    let service = if restarts_alone {
+        InventoryService::open_paused(catalog, stock, grace).await?
+    } else {
+        InventoryService::open(catalog, stock)
+            .await?
+            .with_rebuild_delay(grace)
+    };
     let mut workers = vec![service.spawn_reconciler(&config.inventory, workers_shutdown.clone())];
     if config.inventory.stock == StockBackend::Redis {
         workers.push(service.spawn_catalog_refresh(
@@ -442,8 +450,14 @@ impl DevApp {
         )
         .await?;
         let auth = build_auth(&config, pool.clone(), keys.clone(), redis.as_ref()).await?;
-        let (inventory, inventory_workers) =
-            build_inventory(&config, pool.clone(), &workers_shutdown, redis.as_ref()).await?;
+        let (inventory, inventory_workers) = build_inventory(
+            &config,
+            pool.clone(),
+            &workers_shutdown,
+            redis.as_ref(),
+            false,
+        )
+        .await?;
         let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
         workers.extend(inventory_workers);
         let servers = vec![
@@ -571,7 +585,7 @@ impl ServiceApp {
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, inventory_uses_redis(&config)).await?;
                 let (inventory, workers) =
-                    build_inventory(&config, pool, &workers_shutdown, redis.as_ref()).await?;
+                    build_inventory(&config, pool, &workers_shutdown, redis.as_ref(), true).await?;
                 (
                     addr,
                     spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),

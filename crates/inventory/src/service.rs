@@ -73,30 +73,74 @@ fn parse_order_id(id: &str) -> Result<u128, Status> {
 }
 
 impl InventoryService {
-    /// Loads every sale and rebuilds its stock from the reservations the database holds.
+    /// Loads every sale and rebuilds its stock from the reservations the database holds, at
+    /// once. Right when nothing else can have reserved meanwhile: `flashsale dev`, where the
+    /// gateway stopped and starts with the inventory.
     pub async fn open(
         catalog: Arc<dyn Catalog>,
         stock: Arc<dyn StockStore>,
     ) -> Result<Self, OpenError> {
+        Self::open_with(catalog, stock, None).await
+    }
+
+    /// Like [`InventoryService::open`], but a sale the stock backend does not already track
+    /// is paused and rebuilt after `rebuild_delay` (the reservation grace period), like a sale
+    /// the backend lost ([`crate::recovery`]). For an inventory process restarting while
+    /// gateways keep running: reservations the previous process made whose orders are still on
+    /// their way to the journal are then counted before anything is sold again.
+    pub async fn open_paused(
+        catalog: Arc<dyn Catalog>,
+        stock: Arc<dyn StockStore>,
+        rebuild_delay: Duration,
+    ) -> Result<Self, OpenError> {
+        Self::open_with(catalog, stock, Some(rebuild_delay)).await
+    }
+
+    async fn open_with(
+        catalog: Arc<dyn Catalog>,
+        stock: Arc<dyn StockStore>,
+        rebuild_delay: Option<Duration>,
+    ) -> Result<Self, OpenError> {
         let sales = catalog.list().await?;
-        let reservations = catalog.load_reservations().await?;
-        for sale in &sales {
-            stock
-                .load(sale, &reservations)
-                .await
-                .map_err(OpenError::Stock)?;
-        }
-        tracing::info!(
-            sales = sales.len(),
-            reservations = reservations.len(),
-            "stock rebuilt from the database"
+        let recovery = Recovery::new(
+            Arc::clone(&catalog),
+            Arc::clone(&stock),
+            rebuild_delay.unwrap_or(DEFAULT_REBUILD_DELAY),
         );
+        if rebuild_delay.is_some() {
+            let mut paused = 0;
+            for sale in &sales {
+                if stock
+                    .remaining(sale.id)
+                    .await
+                    .map_err(OpenError::Stock)?
+                    .is_none()
+                {
+                    recovery.start(sale.clone());
+                    paused += 1;
+                }
+            }
+            tracing::info!(
+                sales = sales.len(),
+                paused,
+                "sales opened; untracked ones paused"
+            );
+        } else {
+            let reservations = catalog.load_reservations().await?;
+            for sale in &sales {
+                stock
+                    .load(sale, &reservations)
+                    .await
+                    .map_err(OpenError::Stock)?;
+            }
+            tracing::info!(
+                sales = sales.len(),
+                reservations = reservations.len(),
+                "stock rebuilt from the database"
+            );
+        }
         Ok(Self {
-            recovery: Recovery::new(
-                Arc::clone(&catalog),
-                Arc::clone(&stock),
-                DEFAULT_REBUILD_DELAY,
-            ),
+            recovery,
             catalog,
             stock,
             sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),

@@ -1,5 +1,7 @@
-//! The inventory service over the Redis stock and the real embedded database: buys for sale
-//! ids it does not know never reach Redis (watched with MONITOR).
+//! The inventory service over the stock backends and the real embedded database: buys for
+//! sale ids it does not know never reach Redis (watched with MONITOR), and an inventory that
+//! restarts while gateways run pauses the sales it does not track until the grace period is
+//! over, then counts every journaled order.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{sync::Arc, time::Duration};
@@ -132,5 +134,74 @@ async fn unknown_sale_ids_never_reach_redis() {
             "an unknown sale reached Redis: {ours:?}"
         );
     }
+    test.cleanup().await;
+}
+
+/// Opening after a restart: a sale the backend does not track is paused for the grace period,
+/// then rebuilt counting the orders the database (here: the queue journal) holds.
+async fn a_restarted_inventory_pauses_untracked_sales(stock: Arc<dyn StockStore>) {
+    let (_dir, pool) = database().await;
+    let catalog = Arc::new(SqlCatalog::new(pool.clone()));
+    let sale = catalog.create(&open_sale(2)).await.unwrap();
+    // An order the previous inventory process reserved, already in the journal.
+    sqlx::query(
+        "INSERT INTO order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms)
+         VALUES (?, 1, ?, 1, 100, 'k', ?)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(sale.id)
+    .bind(now_ms())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let service = InventoryService::open_paused(catalog, stock, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let reserve = |user: i64| PbReserve {
+        order_id: uuid::Uuid::new_v4().to_string(),
+        sale_id: sale.id,
+        user_id: user,
+        quantity: 1,
+    };
+    let paused = service
+        .reserve(tonic::Request::new(reserve(2)))
+        .await
+        .unwrap_err();
+    assert_eq!(paused.code(), tonic::Code::Unavailable);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        match service.reserve(tonic::Request::new(reserve(2))).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never rebuilt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // One of the two units was already taken by the journaled order.
+    assert_eq!(reply.outcome, i32::from(PbOutcome::Reserved));
+    assert_eq!(reply.remaining, 0);
+    let sold_out = service
+        .reserve(tonic::Request::new(reserve(3)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sold_out.outcome, i32::from(PbOutcome::SoldOut));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_inventory_pauses_untracked_sales_in_memory() {
+    a_restarted_inventory_pauses_untracked_sales(Arc::new(
+        flashsale_inventory::stock::MemoryStock::new(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_inventory_pauses_untracked_sales_in_redis() {
+    let Some(test) = TestRedis::start().await else {
+        return;
+    };
+    a_restarted_inventory_pauses_untracked_sales(Arc::new(RedisStock::new(test.redis.clone())))
+        .await;
     test.cleanup().await;
 }
