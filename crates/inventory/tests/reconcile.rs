@@ -3,8 +3,11 @@
 //! order never arrived gets its stock back, and a restart rebuilds the stock from the database.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::database;
 use flashsale_inventory::{
     catalog::{Catalog, SqlCatalog},
     reconcile::reconcile_once,
@@ -12,7 +15,7 @@ use flashsale_inventory::{
     stock::{MemoryStock, RedisStock, ReserveOutcome, ReserveRequest, StockStore},
 };
 use flashsale_redis::testing::TestRedis;
-use flashsale_storage::{connect, now_ms, Durability};
+use flashsale_storage::now_ms;
 
 #[tokio::test]
 async fn orphans_are_voided_and_queued_orders_confirmed() {
@@ -39,14 +42,7 @@ async fn orphans_are_voided_and_queued_orders_confirmed_on(
     stock: &dyn StockStore,
     rebuilt: &dyn StockStore,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = connect(
-        &format!("sqlite://{}", dir.path().join("t.db").display()),
-        Durability::Process,
-        2,
-    )
-    .await
-    .unwrap();
+    let (_dir, pool) = database().await;
     let catalog = SqlCatalog::new(pool.clone());
     let now = now_ms();
     let sale = catalog

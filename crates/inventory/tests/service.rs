@@ -4,8 +4,11 @@
 //! over, then counts every journaled order.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
+use common::database;
 use flashsale_inventory::{
     catalog::{Catalog, SqlCatalog},
     sale::NewSale,
@@ -17,21 +20,9 @@ use flashsale_proto::inventory::{
     ReserveRequest as PbReserve,
 };
 use flashsale_redis::testing::TestRedis;
-use flashsale_storage::{connect, now_ms, Durability, SqlitePool};
+use flashsale_storage::now_ms;
 use futures::StreamExt;
 use redis::AsyncCommands;
-
-async fn database() -> (tempfile::TempDir, SqlitePool) {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = connect(
-        &format!("sqlite://{}", dir.path().join("t.db").display()),
-        Durability::Process,
-        2,
-    )
-    .await
-    .unwrap();
-    (dir, pool)
-}
 
 fn open_sale(stock: i64) -> NewSale {
     let now = now_ms();
