@@ -153,11 +153,14 @@ async fn token_keys(config: &Config, dev: bool) -> Result<TokenKeys, StartupErro
 /// One Redis connection for every backend of this process that is configured to use Redis;
 /// `None` when none is.
 async fn redis_if_needed(config: &Config, uses: bool) -> Result<Option<Redis>, StartupError> {
-    if uses {
-        Ok(Some(Redis::connect(&config.redis).await?))
-    } else {
-        Ok(None)
+    if !uses {
+        return Ok(None);
     }
+    let redis = Redis::connect(&config.redis).await?;
+    for warning in redis.durability_warnings().await {
+        tracing::error!(%warning, "Redis configuration unsafe for stock and sessions");
+    }
+    Ok(Some(redis))
 }
 
 /// The gateway's rate limiter backend.

@@ -361,6 +361,8 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
         ),
         ("FLASHSALE_GATEWAY__BUDGET_MS", "5000".to_owned()),
         ("FLASHSALE_GATEWAY__FOLLOW_STOCK_EVENTS", "true".to_owned()),
+        // Pushed sold-outs believed long enough for this test's slowest machine.
+        ("FLASHSALE_GATEWAY__PUSHED_SOLD_OUT_MS", "60000".to_owned()),
     ]);
     let deployment = Deployment::new(&settings);
     let (auth, auth_addr) = deployment.auth(true).await;

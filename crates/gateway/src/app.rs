@@ -79,6 +79,7 @@ impl AppState {
             sales: SaleCache::new(
                 Duration::from_millis(config.missing_sale_cache_ms),
                 Duration::from_millis(config.sold_out_cache_ms),
+                Duration::from_millis(config.pushed_sold_out_ms),
             ),
             accepted: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)

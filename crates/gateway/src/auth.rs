@@ -190,7 +190,9 @@ impl SessionCache {
             .run(client.revocations(ctx.request(RevocationsRequest { after })?))
             .await?;
         let known_epoch = self.epoch_ms.load(Ordering::Acquire);
-        if reply.epoch_ms != known_epoch {
+        // A log that went back (a session store restored from an older copy) is as unknown as a
+        // new epoch: revocations may have been lost with it.
+        if reply.epoch_ms != known_epoch || reply.last < after {
             // Auth restarted (or first contact): every cached session may be gone. Start over
             // from the beginning of the new log before trusting the cache again.
             self.fresh_until_ms.store(0, Ordering::Release);

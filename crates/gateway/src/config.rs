@@ -90,6 +90,9 @@ pub struct GatewayConfig {
     /// Follow the inventory's stock events in Redis (needs `inventory.stock = "redis"` and the
     /// top-level `redis` section): sold-out sales are then answered locally until restocked.
     pub follow_stock_events: bool,
+    /// How long a sold-out pushed by a stock event is believed unless pushed again (the
+    /// inventory repeats it on every buy it refuses for want of stock).
+    pub pushed_sold_out_ms: u64,
     /// Benchmarking only: customer requests are NOT authenticated — the user id is read from
     /// the bearer token without checking its signature, expiry, session or client binding
     /// (admin routes still authenticate). `flashsale bench --compare-auth-off` uses it to
@@ -110,6 +113,7 @@ impl Default for GatewayConfig {
             bind_sessions: true,
             limits: LimitsConfig::default(),
             follow_stock_events: false,
+            pushed_sold_out_ms: 5_000,
             insecure_skip_auth: false,
         }
     }

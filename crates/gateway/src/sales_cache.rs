@@ -83,7 +83,8 @@ impl Expiry<i64, Option<Arc<SaleMeta>>> for PerEntry {
 pub struct SaleCache {
     cache: Cache<i64, Option<Arc<SaleMeta>>>,
     sold_out_ms: i64,
-    /// Sales the inventory's stock events say are sold out (until their restock event).
+    /// Sales the inventory's stock events say are sold out (until their restock event, or
+    /// until not pushed for `gateway.pushed_sold_out_ms`).
     pushed_sold_out: moka::sync::Cache<i64, ()>,
 }
 
@@ -94,16 +95,27 @@ impl std::fmt::Debug for SaleCache {
 }
 
 impl SaleCache {
-    /// A cache with the given negative-cache and sold-out intervals.
-    pub fn new(missing: Duration, sold_out: Duration) -> Self {
+    /// A cache with the given negative-cache and sold-out intervals; `pushed_sold_out` is how
+    /// long a sold-out pushed by a stock event is believed unless pushed again.
+    pub fn new(missing: Duration, sold_out: Duration, pushed_sold_out: Duration) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(PerEntry { missing })
                 .build(),
             sold_out_ms: i64::try_from(sold_out.as_millis()).unwrap_or(i64::MAX),
-            pushed_sold_out: moka::sync::Cache::new(100_000),
+            // Bounded in time too: a restock event may be lost without the subscription
+            // noticing; then the gateway asks the inventory again after this long.
+            pushed_sold_out: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(pushed_sold_out)
+                .build(),
         }
+    }
+
+    /// Whether the sale (or its absence) is known without asking the inventory.
+    pub fn is_cached(&self, id: i64) -> bool {
+        self.cache.contains_key(&id)
     }
 
     /// The sale, from the cache or the inventory service; `None` when it does not exist.

@@ -322,9 +322,9 @@ async fn load_skips_a_tracked_sale(store: Store) {
         .await
         .unwrap());
     assert_eq!(outcome(&store, req(1, 2, 2, 1)).await, Reserved);
-    // A second instance starting, with another view of the stock: nothing changes.
+    // A second instance starting, with another view of the reservations: nothing changes.
     let other = [stored(3, 1, 3, 2, false), stored(1, 1, 1, 1, true)];
-    assert!(!store.load(&sale(1, 50, 9), &other).await.unwrap());
+    assert!(!store.load(&sale(1, 50, 2), &other).await.unwrap());
     assert_eq!(store.remaining(1).await.unwrap(), Some(2));
     assert_eq!(outcome(&store, req(1, 1, 1, 2)).await, AlreadyReserved);
     assert_eq!(
@@ -860,6 +860,22 @@ async fn redis_holds_from_before_a_rebuild_give_nothing_back() {
         );
         assert!(store.release(1).await.unwrap());
         assert_eq!(store.remaining(1).await.unwrap(), Some(10));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_refuses_another_databases_sale_under_the_same_id() {
+    with_redis(|test| async move {
+        let store = RedisStock::new(test.redis.clone());
+        assert!(store.load(&sale(1, 5, 2), &[]).await.unwrap());
+        // A new database whose sale 1 has another limit or window, on the same Redis and
+        // prefix: its stock must not be taken for ours.
+        assert!(store.load(&sale(1, 5, 3), &[]).await.is_err());
+        let mut later = sale(1, 5, 2);
+        later.ends_at_ms += 1;
+        assert!(store.load(&later, &[]).await.is_err());
+        assert!(!store.load(&sale(1, 5, 2), &[]).await.unwrap());
     })
     .await;
 }

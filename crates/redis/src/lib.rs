@@ -125,6 +125,58 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// What in the server's configuration can make it come back with *older* data instead of
+    /// none (a snapshot restored after a crash, a lagging appendfsync) or drop single keys
+    /// (eviction). The stock and session stores survive losing everything (they rebuild or start
+    /// a new epoch) but not going back in time. Empty when the server is safe for them, or when
+    /// it does not let us read its configuration (managed Redis): then nothing can be said.
+    pub async fn durability_warnings(&self) -> Vec<String> {
+        let conn = self.conn();
+        let get = |name: &'static str| {
+            let mut conn = conn.clone();
+            async move {
+                let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut conn)
+                    .await;
+                pair.ok().and_then(|p| p.get(1).cloned())
+            }
+        };
+        let (save, appendonly, appendfsync, eviction) = (
+            get("save").await,
+            get("appendonly").await,
+            get("appendfsync").await,
+            get("maxmemory-policy").await,
+        );
+        let mut warnings = Vec::new();
+        if appendonly.as_deref() == Some("no") && save.as_deref().is_some_and(|s| !s.is_empty()) {
+            warnings.push(
+                "Redis takes RDB snapshots without an append-only file: after a crash it comes \
+                 back with older stock and sessions (set save \"\" or appendonly yes with \
+                 appendfsync always)"
+                    .to_owned(),
+            );
+        }
+        if appendonly.as_deref() == Some("yes") && appendfsync.as_deref() != Some("always") {
+            warnings.push(
+                "Redis appendfsync is not \"always\": a crash can lose the last second of writes \
+                 and bring back older stock"
+                    .to_owned(),
+            );
+        }
+        if eviction.as_deref().is_some_and(|p| p != "noeviction") {
+            warnings.push(
+                "Redis maxmemory-policy is not noeviction: evicted stock keys would be rebuilt \
+                 from the database while others survive"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+}
+
 /// A pub/sub connection (its own socket: a subscribed connection can do nothing else).
 pub async fn subscriber(config: &RedisConfig) -> Result<redis::aio::PubSub, ConnectError> {
     let err = |source| ConnectError {

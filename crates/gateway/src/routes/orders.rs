@@ -73,6 +73,16 @@ pub async fn buy(
     let order_id = order_id_for(user.user_id, &key);
     let now = flashsale_storage::now_ms();
 
+    // A sale this gateway has not cached costs a hop to the inventory: that is counted like a
+    // buy (random sale ids must not buy unlimited lookups).
+    let charged = !state.sales.is_cached(sale_id);
+    if charged {
+        state
+            .limits
+            .check_buy(user.client.ip, user.user_id, sale_id)
+            .await?;
+    }
+
     // Local fast path: unknown, not-yet-open and sold-out sales cost no hop. A closed sale is
     // left to the inventory, which still answers a retry of an accepted buy with its order.
     let sale = state
@@ -101,11 +111,13 @@ pub async fn buy(
 
     // Anti-brush limits guard what costs: the inventory's decision. The local answers above
     // cost nothing and tell nothing that GET /sales/{id} does not, so they are not counted
-    // (and a sold-out stampede does not even reach a shared limiter in Redis).
-    state
-        .limits
-        .check_buy(user.client.ip, user.user_id, sale_id)
-        .await?;
+    // (and a sold-out stampede does not even reach a shared limiter in Redis). Counted once.
+    if !charged {
+        state
+            .limits
+            .check_buy(user.client.ip, user.user_id, sale_id)
+            .await?;
+    }
 
     // The atomic decision.
     let mut inventory = state.upstreams.inventory.clone();

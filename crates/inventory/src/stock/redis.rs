@@ -73,7 +73,8 @@ end
 ";
 
 /// Decides a buy: `{outcome code, remaining}` (codes: [`OUTCOMES`]).
-/// Publishes `sold_out:<id>` on the events channel when it takes the last unit.
+/// Publishes `sold_out:<id>` on the events channel when it takes the last unit, and again
+/// whenever it refuses a buy because nothing is left.
 /// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel. ARGV: 1 sale id, 2 user,
 /// 3 quantity, 4 now,
 /// 5 order.
@@ -102,6 +103,11 @@ if now >= tonumber(s[5]) then
 end
 local qty = tonumber(ARGV[3])
 if remaining < qty then
+  if remaining == 0 then
+    -- Said again on every refused buy: gateways that forgot (their flag expired, they just
+    -- subscribed) learn it from the next buy anyone makes.
+    redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
+  end
   return {3, remaining}
 end
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
@@ -187,11 +193,16 @@ return 0
 ";
 
 /// Claims a sale for building: 0 when it is built already, -1 while another load holds the
-/// claim, else the new generation (the sale is then reset, not yet ready).
+/// claim, -2 when a built sale of this id has another limit or window (another database's
+/// sale), else the new generation (the sale is then reset, not yet ready).
 /// KEYS: 1 sale, 2 held, 3 loading, 4 generation. ARGV: 1 stock, 2 limit, 3 starts, 4 ends,
 /// 5 lease (ms).
 const LOAD_BEGIN: &str = r"
-if redis.call('HGET', KEYS[1], 'ready') == '1' then
+local built = redis.call('HMGET', KEYS[1], 'ready', 'limit', 'starts', 'ends')
+if built[1] == '1' then
+  if built[2] ~= ARGV[2] or built[3] ~= ARGV[3] or built[4] ~= ARGV[4] then
+    return -2
+  end
   return 0
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -228,15 +239,20 @@ end
 return 1
 ";
 
-/// Makes a built sale visible: `{1, remaining}`, or `{0, 0}` when the claim was lost.
-/// KEYS: 1 sale, 2 loading. ARGV: 1 generation.
+/// Makes a built sale visible: `{1, remaining}`, or `{0, 0}` when the claim was lost. With
+/// stock left it publishes `restocked:<id>` (gateways may still hold a sold-out pushed before
+/// the sale was lost). KEYS: 1 sale, 2 loading, 3 events channel. ARGV: 1 generation, 2 sale id.
 const LOAD_FINISH: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return {0, 0}
 end
 redis.call('HSET', KEYS[1], 'ready', '1')
 redis.call('DEL', KEYS[2])
-return {1, tonumber(redis.call('HGET', KEYS[1], 'remaining'))}
+local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining'))
+if remaining > 0 then
+  redis.call('PUBLISH', KEYS[3], 'restocked:' .. ARGV[2])
+end
+return {1, remaining}
 ";
 
 /// The compiled scripts (their SHA1s are computed once, here).
@@ -358,6 +374,18 @@ impl RedisStock {
             match gen {
                 0 => return Ok(None),
                 -1 => tokio::time::sleep(LOAD_POLL).await,
+                // Another database's sale under the same id and prefix (a new deployment
+                // pointed at an old Redis): never sell its stock as ours.
+                -2 => {
+                    return Err(StockError(
+                        format!(
+                            "Redis holds a different sale {} under this key prefix; \
+                             use another redis.key_prefix or delete the old keys",
+                            sale.id
+                        )
+                        .into(),
+                    ))
+                }
                 gen => return Ok(Some(gen)),
             }
         }
@@ -409,7 +437,9 @@ impl StockStore for RedisStock {
             .load_finish
             .key(self.sale_key(sale.id))
             .key(self.loading_key(sale.id))
+            .key(&self.keys.events)
             .arg(gen)
+            .arg(sale.id)
             .invoke_async(&mut self.conn())
             .await?;
         if built != 1 {
