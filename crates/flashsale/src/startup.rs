@@ -182,18 +182,17 @@ fn gateway_state(
     redis: Option<&Redis>,
     metrics: PrometheusHandle,
 ) -> Result<AppState, StartupError> {
-    let state = AppState::new(
+    Ok(AppState::new(
         config.gateway.clone(),
         keys,
         upstreams,
         limiter(config, redis)?,
+        config
+            .gateway
+            .follow_stock_events
+            .then(|| config.redis.clone()),
         metrics,
-    );
-    Ok(if config.gateway.follow_stock_events {
-        state.with_stock_events(config.redis.clone())
-    } else {
-        state
-    })
+    ))
 }
 
 /// Whether the gateway needs Redis.

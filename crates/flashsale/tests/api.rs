@@ -9,7 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{accepted, body, error_code, ip, remaining, with_json, TestApp, PASSWORD, UA};
+use common::{
+    accepted, assert_unauthorized, body, error_code, ip, remaining, with_json, TestApp, PASSWORD,
+    UA,
+};
 use flashsale_auth::token::{SigningKey, TokenKeys};
 use reqwest::{header, Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -361,10 +364,7 @@ async fn register_refuses_bad_input_and_creates_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     assert_eq!(
         app.register(email, &ip(2)).await.status(),
         StatusCode::ACCEPTED
@@ -407,7 +407,7 @@ async fn every_protected_endpoint_needs_a_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_forged_and_alg_none_tokens_are_refused() {
+async fn garbage_forged_and_alg_none_tokens_are_assert_unauthorized() {
     let app = TestApp::spawn().await;
     let token = app.customer("erin@example.com", &ip(6)).await;
     let parts: Vec<&str> = token.split('.').collect();
@@ -415,15 +415,8 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
     let user_id: i64 = c["sub"].as_str().unwrap().parse().unwrap();
     let jti = c["jti"].as_str().unwrap();
 
-    let refused = |r: Response| async move {
-        assert_eq!(
-            error_code(r, StatusCode::UNAUTHORIZED).await,
-            "unauthorized"
-        );
-    };
-
     // Missing, garbage, wrong scheme.
-    refused(
+    assert_unauthorized(
         app.req(Method::GET, "/api/v1/orders", &ip(6))
             .send()
             .await
@@ -443,20 +436,20 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
             .send()
             .await
             .unwrap();
-        refused(r).await;
+        assert_unauthorized(r).await;
     }
 
     // The signature part changed.
     let sig = parts[2];
     let flipped_first = if sig.starts_with('A') { 'B' } else { 'A' };
     let tampered = format!("{}.{}.{flipped_first}{}", parts[0], parts[1], &sig[1..]);
-    refused(app.whoami(&tampered, &ip(6), UA).await).await;
+    assert_unauthorized(app.whoami(&tampered, &ip(6), UA).await).await;
     let mut sig_bytes = b64url_decode(sig);
     sig_bytes[0] ^= 1;
     let tampered = format!("{}.{}.{}", parts[0], parts[1], b64url_encode(&sig_bytes));
-    refused(app.whoami(&tampered, &ip(6), UA).await).await;
+    assert_unauthorized(app.whoami(&tampered, &ip(6), UA).await).await;
     // No signature at all.
-    refused(
+    assert_unauthorized(
         app.whoami(&format!("{}.{}.", parts[0], parts[1]), &ip(6), UA)
             .await,
     )
@@ -466,7 +459,7 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
     let mut forged_claims = c.clone();
     forged_claims["sub"] = json!("1");
     let forged_payload = b64url_encode(forged_claims.to_string().as_bytes());
-    refused(
+    assert_unauthorized(
         app.whoami(&format!("{}.{forged_payload}.{sig}", parts[0]), &ip(6), UA)
             .await,
     )
@@ -479,23 +472,23 @@ async fn garbage_forged_and_alg_none_tokens_are_refused() {
         "flashsale-api",
     );
     let forged = other.issue(user_id, jti, unix_now(), 900).unwrap();
-    refused(app.whoami(&forged, &ip(6), UA).await).await;
+    assert_unauthorized(app.whoami(&forged, &ip(6), UA).await).await;
 
     // alg: none, with and without a signature.
     let none_header = b64url_encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
-    refused(
+    assert_unauthorized(
         app.whoami(&format!("{none_header}.{}.", parts[1]), &ip(6), UA)
             .await,
     )
     .await;
-    refused(
+    assert_unauthorized(
         app.whoami(&format!("{none_header}.{}.{sig}", parts[1]), &ip(6), UA)
             .await,
     )
     .await;
     // Another algorithm named in the header.
     let hs512 = b64url_encode(br#"{"alg":"HS512","typ":"JWT","kid":"k1"}"#);
-    refused(
+    assert_unauthorized(
         app.whoami(&format!("{hs512}.{}.{sig}", parts[1]), &ip(6), UA)
             .await,
     )
@@ -547,14 +540,11 @@ async fn a_rotated_out_key_keeps_verifying_its_tokens_but_mints_none() {
     // k1 cannot mint new tokens (a leaked old key is no master key).
     let minted = old.issue(user_id, jti, now, 900).unwrap();
     let r = app.whoami(&minted, &ip(31), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_early_and_mismatched_tokens_are_refused() {
+async fn expired_early_and_mismatched_tokens_are_assert_unauthorized() {
     let app = TestApp::spawn().await;
     let token = app.customer("frank@example.com", &ip(7)).await;
     let c = claims(&token);
@@ -573,33 +563,21 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
 
     let expired = keys.issue(user_id, jti, now - 2000, 900).unwrap();
     let r = app.whoami(&expired, &ip(7), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 
     let not_yet = keys.issue(user_id, jti, now + 600, 900).unwrap();
     let r = app.whoami(&not_yet, &ip(7), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 
     // A validly signed token whose subject is not the session's owner.
     let other_user = keys.issue(user_id + 1000, jti, now, 900).unwrap();
     let r = app.whoami(&other_user, &ip(7), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 
     // A validly signed token for a session that does not exist.
     let no_session = keys.issue(user_id, "no-such-session", now, 900).unwrap();
     let r = app.whoami(&no_session, &ip(7), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 
     // Wrong key id, wrong audience.
     let secret = std::fs::read_to_string(app.data_dir.path().join("jwt-secret")).unwrap();
@@ -607,18 +585,12 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
     let r = app
         .whoami(&k2.issue(user_id, jti, now, 900).unwrap(), &ip(7), UA)
         .await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     let aud = keys_with("k1", secret.trim().as_bytes(), "elsewhere");
     let r = app
         .whoami(&aud.issue(user_id, jti, now, 900).unwrap(), &ip(7), UA)
         .await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -626,7 +598,7 @@ async fn expired_early_and_mismatched_tokens_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_creates_sales_and_bad_sales_are_refused() {
+async fn admin_creates_sales_and_bad_sales_are_assert_unauthorized() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let now = Utc::now();
@@ -671,10 +643,7 @@ async fn admin_creates_sales_and_bad_sales_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 
     // Invalid values: 422.
     let mut invalid = vec![
@@ -1070,7 +1039,7 @@ async fn buy_stops_at_the_per_user_limit_and_at_sold_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buy_from_unknown_unstarted_or_ended_sales_is_refused() {
+async fn buy_from_unknown_unstarted_or_ended_sales_is_assert_unauthorized() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
     let now = Utc::now();

@@ -14,7 +14,8 @@ use std::{sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
 use common::{
-    accepted, body, error_code, ip, remaining, with_json, Backend, TestApp, PASSWORD, UA,
+    accepted, assert_unauthorized, body, error_code, ip, remaining, with_json, Backend, TestApp,
+    PASSWORD, UA,
 };
 use reqwest::{header, Method, Response, StatusCode};
 use serde_json::json;
@@ -163,29 +164,20 @@ async fn logout_revokes_only_the_current_token(app: &TestApp) {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     let r = app.whoami(&token, &ip(4), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     let r = app
         .authed(Method::DELETE, "/api/v1/sessions/current", &ip(4), &token)
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     // Without a token there is nothing to log out.
     let r = app
         .req(Method::DELETE, "/api/v1/sessions/current", &ip(4))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     // The user's other session is untouched.
     assert_eq!(
         app.whoami(&other, &ip(4), UA).await.status(),
@@ -199,16 +191,10 @@ async fn token_replayed_from_another_client_is_refused(app: &TestApp) {
 
     // Another IP.
     let r = app.whoami(&token, &ip(9), UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     // Another User-Agent, and none at all.
     let r = app.whoami(&token, &ip(8), "curl/8.0").await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     let r = app
         .client
         .get(app.url("/api/v1/orders"))
@@ -217,10 +203,7 @@ async fn token_replayed_from_another_client_is_refused(app: &TestApp) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     // A stolen token cannot buy from elsewhere either, and takes no stock.
     let r = app
         .raw(
@@ -235,10 +218,7 @@ async fn token_replayed_from_another_client_is_refused(app: &TestApp) {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
     assert_eq!(remaining(app, sale).await, 10);
 
     // The owner, from the original client, is served. A client-written hop to the left of the
@@ -254,10 +234,7 @@ async fn token_replayed_from_another_client_is_refused(app: &TestApp) {
     );
     let spoofed = format!("{}, 203.0.113.7", ip(8));
     let r = app.whoami(&token, &spoofed, UA).await;
-    assert_eq!(
-        error_code(r, StatusCode::UNAUTHORIZED).await,
-        "unauthorized"
-    );
+    assert_unauthorized(r).await;
 }
 
 async fn one_user_is_limited_to_three_attempts_per_second_per_sale(app: &TestApp) {

@@ -65,12 +65,14 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state.
+    /// Builds the state. With `stock_events`, the gateway follows the inventory's stock events
+    /// from that Redis while serving (see [`crate::stock_events`]).
     pub fn new(
         config: GatewayConfig,
         keys: TokenKeys,
         upstreams: Upstreams,
         limiter: flashsale_limits::Limiter,
+        stock_events: Option<flashsale_redis::RedisConfig>,
         metrics: PrometheusHandle,
     ) -> Self {
         Self(Arc::new(Inner {
@@ -89,24 +91,8 @@ impl AppState {
             keys,
             upstreams,
             metrics,
-            stock_events: None,
+            stock_events,
         }))
-    }
-
-    /// Follows the inventory's stock events from this Redis while serving (see
-    /// [`crate::stock_events`]). Call before the state is shared.
-    #[must_use]
-    pub fn with_stock_events(self, redis: flashsale_redis::RedisConfig) -> Self {
-        match Arc::try_unwrap(self.0) {
-            Ok(mut inner) => {
-                inner.stock_events = Some(redis);
-                Self(Arc::new(inner))
-            }
-            Err(shared) => {
-                tracing::error!("stock events configured on a shared gateway state; ignored");
-                Self(shared)
-            }
-        }
     }
 }
 

@@ -64,7 +64,13 @@ impl MemoryLimiter {
             };
         }
         for (key, tat) in charged {
-            tats.insert(key.to_owned(), tat);
+            // A key seen before is updated in place: no allocation on the hot path.
+            match tats.get_mut(key) {
+                Some(stored) => *stored = tat,
+                None => {
+                    tats.insert(key.to_owned(), tat);
+                }
+            }
         }
         Decision::Allowed
     }

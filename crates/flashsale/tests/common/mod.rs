@@ -361,6 +361,14 @@ pub async fn accepted(r: Response) -> String {
     id
 }
 
+/// Asserts a `401 unauthorized` JSON error.
+pub async fn assert_unauthorized(r: Response) {
+    assert_eq!(
+        error_code(r, StatusCode::UNAUTHORIZED).await,
+        "unauthorized"
+    );
+}
+
 /// Asserts the JSON error shape and returns its code.
 pub async fn error_code(r: Response, status: StatusCode) -> String {
     assert_eq!(r.status(), status);
