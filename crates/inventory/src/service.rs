@@ -270,14 +270,14 @@ impl Inventory for InventoryService {
         }
         let order = parse_order_id(&r.order_id)?;
         // Unknown ids are answered here: no backend call, no database query.
-        let Some(sale) = self.sales.read().get(&r.sale_id).cloned() else {
+        let Some(price_cents) = self.sales.read().get(&r.sale_id).map(|s| s.price_cents) else {
             return Ok(Response::new(pb::ReserveReply {
                 outcome: pb::ReserveOutcome::SaleNotFound.into(),
                 remaining: 0,
                 price_cents: 0,
             }));
         };
-        if self.recovery.is_rebuilding(sale.id) {
+        if self.recovery.is_rebuilding(r.sale_id) {
             return Err(Status::unavailable(
                 "this sale's stock is being rebuilt; retry shortly",
             ));
@@ -295,12 +295,13 @@ impl Inventory for InventoryService {
             .map_err(|e| backend_unavailable(&e))?;
         if decision.outcome == ReserveOutcome::NotFound {
             // A sale we know that the backend does not: its state was lost.
-            self.recovery.start(sale);
+            if let Some(sale) = self.sales.read().get(&r.sale_id).cloned() {
+                self.recovery.start(sale);
+            }
             return Err(Status::unavailable(
                 "this sale's stock is being rebuilt; retry shortly",
             ));
         }
-        let price_cents = sale.price_cents;
         let outcome = match decision.outcome {
             ReserveOutcome::Reserved => pb::ReserveOutcome::Reserved,
             ReserveOutcome::AlreadyReserved => pb::ReserveOutcome::AlreadyReserved,
