@@ -15,6 +15,7 @@
 //! IP or User-Agent than the login's is refused.
 
 use std::{
+    net::IpAddr,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
         Arc,
@@ -33,6 +34,7 @@ use crate::{
     error::ApiError,
     extract::ClientInfo,
     upstream::{CallContext, Upstreams},
+    verified_tokens::{VerifiedToken, VerifiedTokens},
 };
 
 /// A live session as the gateway caches it.
@@ -88,6 +90,8 @@ const REMEMBER_REVOKED: Duration = Duration::from_secs(60 * 60);
 pub struct SessionCache {
     cache: Cache<String, Option<Arc<SessionInfo>>>,
     revoked: moka::sync::Cache<String, ()>,
+    /// Tokens that passed full authentication here (dropped with the sessions on a new epoch).
+    verified: VerifiedTokens,
     /// Position in auth's revocation log already applied.
     position: Arc<AtomicU64>,
     /// Auth's session-store epoch the cache belongs to (0: none yet).
@@ -115,6 +119,7 @@ impl SessionCache {
                 .max_capacity(1_000_000)
                 .time_to_live(REMEMBER_REVOKED)
                 .build(),
+            verified: VerifiedTokens::new(),
             position: Arc::new(AtomicU64::new(0)),
             epoch_ms: Arc::new(AtomicI64::new(0)),
             fresh_until_ms: Arc::new(AtomicI64::new(0)),
@@ -124,6 +129,40 @@ impl SessionCache {
 
     fn fresh(&self) -> bool {
         flashsale_storage::now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Auth's session-store epoch the cache belongs to; [`SessionCache::remember_verified`]
+    /// takes the value read before an authentication began.
+    pub fn epoch(&self) -> i64 {
+        self.epoch_ms.load(Ordering::Acquire)
+    }
+
+    /// The remembered full authentication of `token` from this client (`binding`: its IP and
+    /// User-Agent when sessions are bound), if the cache may be trusted right now and the
+    /// session has not been revoked.
+    pub fn verified(
+        &self,
+        token: &str,
+        binding: Option<(IpAddr, &str)>,
+    ) -> Option<Arc<VerifiedToken>> {
+        if !self.fresh() {
+            return None;
+        }
+        let entry = self
+            .verified
+            .get(token, flashsale_storage::now_ms(), binding)?;
+        if self.revoked.contains_key(&entry.jti) {
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// Remembers that `token` passed full authentication, unless the session was revoked or
+    /// auth's epoch changed (from `epoch`, read before the authentication began) meanwhile.
+    pub fn remember_verified(&self, token: &str, verified: VerifiedToken, epoch: i64) {
+        if self.fresh() && self.epoch() == epoch && !self.revoked.contains_key(&verified.jti) {
+            self.verified.insert(token, verified);
+        }
     }
 
     /// The session behind `jti`: from the cache while it is fresh, else from the auth service.
@@ -197,6 +236,7 @@ impl SessionCache {
             // from the beginning of the new log before trusting the cache again.
             self.fresh_until_ms.store(0, Ordering::Release);
             self.cache.invalidate_all();
+            self.verified.clear();
             self.epoch_ms.store(reply.epoch_ms, Ordering::Release);
             self.position.store(0, Ordering::Release);
             if after != 0 || known_epoch != 0 {
@@ -267,13 +307,53 @@ fn same_hash(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AuthUser {
-    /// Full authentication: token signature and claims, live session, client binding.
+    /// Authentication: a token this gateway already authenticated for this client is taken from
+    /// the memo ([`crate::verified_tokens`]); any other goes through [`AuthUser::verify`].
     async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let client = ClientInfo::from_request_parts(parts, state).await?;
+        let token = bearer(parts)?;
+        let binding = state
+            .config
+            .bind_sessions
+            .then_some((client.ip, client.user_agent.as_str()));
+        if let Some(known) = state.sessions.verified(token, binding) {
+            return Ok(Self {
+                user_id: known.user_id,
+                admin: known.admin,
+                jti: known.jti.clone(),
+                client,
+            });
+        }
+        let token = token.to_owned();
+        let epoch = state.sessions.epoch();
+        let (user, expires_at_ms) = Self::verify(parts, state, &token, client).await?;
+        state.sessions.remember_verified(
+            &token,
+            VerifiedToken {
+                user_id: user.user_id,
+                admin: user.admin,
+                jti: user.jti.clone(),
+                expires_at_ms,
+                ip: user.client.ip,
+                user_agent: user.client.user_agent.clone(),
+            },
+            epoch,
+        );
+        Ok(user)
+    }
+
+    /// Full authentication: token signature and claims, live session, client binding. Also
+    /// returns until when that holds (the earlier of the token's and the session's expiry, ms).
+    async fn verify(
+        parts: &mut Parts,
+        state: &AppState,
+        token: &str,
+        client: ClientInfo,
+    ) -> Result<(Self, i64), ApiError> {
         let claims = state
             .keys
-            .verify(bearer(parts)?)
+            .verify(token)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        let client = ClientInfo::from_request_parts(parts, state).await?;
         let ctx = CallContext::from_request_parts(parts, state).await?;
         let session = state
             .sessions
@@ -294,12 +374,16 @@ impl AuthUser {
                 "token presented from another client",
             ));
         }
-        Ok(Self {
-            user_id: session.user_id,
-            admin: session.admin,
-            jti: claims.jti,
-            client,
-        })
+        let expires_at_ms = claims.exp.saturating_mul(1000).min(session.expires_at_ms);
+        Ok((
+            Self {
+                user_id: session.user_id,
+                admin: session.admin,
+                jti: claims.jti,
+                client,
+            },
+            expires_at_ms,
+        ))
     }
 
     /// `insecure_skip_auth` (benchmarks only): the token's claims, unverified.

@@ -6,7 +6,8 @@
 //!    spent), JSON rendering of every error, panics caught as `500`.
 //! 2. [`auth`]: the JWT is verified locally; its session (`jti`) comes from a local cache kept
 //!    current by polling the auth service's revocations (fetched from auth on a miss), and must
-//!    match the client's IP and User-Agent.
+//!    match the client's IP and User-Agent. A token already authenticated here for the same
+//!    client is recognised from [`verified_tokens`] without repeating that work.
 //! 3. [`limits`]: anti-brush rate limits per client IP and per (user, sale).
 //! 4. [`sales_cache`]: unknown, not-yet-open, closed and sold-out sales are answered from local
 //!    memory, without a network hop.
@@ -27,6 +28,7 @@ pub mod routes;
 pub mod sales_cache;
 pub mod stock_events;
 pub mod upstream;
+pub mod verified_tokens;
 
 pub use app::{router, AppState};
 pub use config::GatewayConfig;

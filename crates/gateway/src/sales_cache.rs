@@ -50,9 +50,29 @@ impl SaleMeta {
         }
     }
 
-    /// Whether this gateway learned from an inventory answer that the sale is sold out.
-    fn answered_sold_out(&self, now_ms: i64) -> bool {
-        self.sold_out_until_ms.load(Ordering::Relaxed) > now_ms
+    /// Whether this gateway answers "sold out" for this sale from an inventory answer. When
+    /// that answer is older than its interval, exactly one caller is told "no" — it asks the
+    /// inventory again (a *probe*) — while every other caller keeps answering "sold out" for
+    /// another `hold_ms`, until the probe's answer renews or clears the flag. Without this, every
+    /// request arriving in the moment the interval ends would go to the inventory at once (a
+    /// thundering herd of up to one request per open connection, five times a second).
+    fn answered_sold_out(&self, now_ms: i64, hold_ms: i64) -> bool {
+        let until = self.sold_out_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if until > now_ms {
+            return true;
+        }
+        // The interval is over: the caller that moves the deadline is the probe.
+        self.sold_out_until_ms
+            .compare_exchange(
+                until,
+                now_ms.saturating_add(hold_ms),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
     }
 }
 
@@ -170,14 +190,77 @@ impl SaleCache {
     }
 
     /// Whether this gateway knows the sale to be sold out: pushed by a stock event, or
-    /// answered by the inventory less than `sold_out_cache_ms` ago.
+    /// answered by the inventory less than `sold_out_cache_ms` ago. Once that interval is over,
+    /// one caller gets `false` and should ask the inventory (its answer goes to
+    /// [`SaleCache::mark_sold_out`] or [`SaleCache::clear_sold_out`]); the others still get `true`
+    /// meanwhile, for at most another interval.
     pub fn known_sold_out(&self, sale: &SaleMeta, now_ms: i64) -> bool {
-        self.pushed_sold_out.contains_key(&sale.id) || sale.answered_sold_out(now_ms)
+        self.pushed_sold_out.contains_key(&sale.id)
+            || sale.answered_sold_out(now_ms, self.sold_out_ms)
     }
 
     /// Answers "sold out" locally for the configured interval.
     pub fn mark_sold_out(&self, sale: &SaleMeta, now_ms: i64) {
         sale.sold_out_until_ms
             .store(now_ms.saturating_add(self.sold_out_ms), Ordering::Relaxed);
+    }
+
+    /// The inventory reported stock left: stop answering "sold out" from its earlier answer.
+    pub fn clear_sold_out(&self, sale: &SaleMeta) {
+        sale.sold_out_until_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (SaleCache, SaleMeta) {
+        let cache = SaleCache::new(
+            Duration::from_millis(1000),
+            Duration::from_millis(200),
+            Duration::from_millis(5000),
+        );
+        let sale = SaleMeta::from_pb(&pb::Sale {
+            id: 1,
+            per_user_limit: 1,
+            ..Default::default()
+        });
+        (cache, sale)
+    }
+
+    #[test]
+    fn a_stale_sold_out_answer_lets_exactly_one_probe_through() {
+        let (cache, sale) = cache();
+        assert!(
+            !cache.known_sold_out(&sale, 1_000),
+            "never answered sold out"
+        );
+        cache.mark_sold_out(&sale, 1_000);
+        assert!(cache.known_sold_out(&sale, 1_100));
+        // The interval is over: one caller probes, everyone else keeps answering locally.
+        let answers: Vec<bool> = (0..50)
+            .map(|_| cache.known_sold_out(&sale, 1_250))
+            .collect();
+        assert_eq!(answers.iter().filter(|sold_out| !**sold_out).count(), 1);
+        // The probe's answer renews the flag...
+        cache.mark_sold_out(&sale, 1_260);
+        assert!(cache.known_sold_out(&sale, 1_300));
+        // ...or clears it when stock came back.
+        cache.clear_sold_out(&sale);
+        assert!(!cache.known_sold_out(&sale, 1_300));
+        assert!(!cache.known_sold_out(&sale, 1_300), "cleared for everyone");
+    }
+
+    #[test]
+    fn a_probe_that_never_answers_is_replaced_after_the_hold() {
+        let (cache, sale) = cache();
+        cache.mark_sold_out(&sale, 1_000);
+        assert!(!cache.known_sold_out(&sale, 1_200), "first probe");
+        assert!(cache.known_sold_out(&sale, 1_300), "held while it runs");
+        assert!(
+            !cache.known_sold_out(&sale, 1_400),
+            "a second probe once the hold is over"
+        );
     }
 }

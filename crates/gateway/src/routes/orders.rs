@@ -136,6 +136,8 @@ pub async fn buy(
             state.accepted.insert(order_id.as_u128(), ());
             if reserved.remaining <= 0 {
                 state.sales.mark_sold_out(&sale, now);
+            } else {
+                state.sales.clear_sold_out(&sale);
             }
         }
         ReserveOutcome::SoldOut => {
@@ -146,6 +148,9 @@ pub async fn buy(
             return Err(ApiError::conflict("sold_out", "sold out"));
         }
         ReserveOutcome::LimitReached => {
+            if reserved.remaining > 0 {
+                state.sales.clear_sold_out(&sale);
+            }
             outcome("limit_reached");
             return Err(ApiError::conflict(
                 "per_user_limit_reached",

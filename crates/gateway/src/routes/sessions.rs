@@ -11,6 +11,7 @@ use crate::{
     error::{ApiError, ErrorBody},
     extract::{ApiJson, ClientInfo},
     upstream::CallContext,
+    verified_tokens::VerifiedToken,
 };
 
 /// Logs in: returns a token bound to this client's IP and User-Agent.
@@ -27,6 +28,7 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     state.limits.check_login(client.ip, &body.email).await?;
+    let epoch = state.sessions.epoch();
     let mut auth = state.upstreams.auth.clone();
     let ip_hash = binding_hash(client.ip.to_string().as_bytes());
     let user_agent_hash = binding_hash(client.user_agent.as_bytes());
@@ -41,17 +43,31 @@ pub async fn login(
     if reply.token.is_empty() {
         return Err(ApiError::unauthorized("wrong email or password"));
     }
-    // Cache the new session now, so the owner's first buy needs no lookup at auth.
+    // Cache the new session now, and remember the token as authenticated for this client, so
+    // the owner's first buy needs neither a lookup at auth nor a second verification.
     if let Ok(claims) = state.keys.verify(&reply.token) {
         if let Ok(user_id) = claims.sub.parse() {
+            let admin = reply.role == i32::from(flashsale_proto::auth::Role::Admin);
             let session = SessionInfo {
                 user_id,
-                admin: reply.role == i32::from(flashsale_proto::auth::Role::Admin),
+                admin,
                 ip_hash,
                 user_agent_hash,
                 expires_at_ms: reply.expires_at_ms,
             };
             state.sessions.warm(&claims.jti, session).await;
+            state.sessions.remember_verified(
+                &reply.token,
+                VerifiedToken {
+                    user_id,
+                    admin,
+                    jti: claims.jti,
+                    expires_at_ms: claims.exp.saturating_mul(1000).min(reply.expires_at_ms),
+                    ip: client.ip,
+                    user_agent: client.user_agent,
+                },
+                epoch,
+            );
         }
     }
     Ok((
