@@ -583,6 +583,75 @@ async fn concurrent_loads_build_once(store: Store) {
     load_concurrently(vec![store]).await;
 }
 
+async fn adopt_audit_and_void_absent_keep_counters_and_holds_in_step(store: Store) {
+    use flashsale_inventory::stock::{AdoptOutcome::*, HeldFix, LiveHold};
+    let s = sale(1, 10, 3);
+    assert!(store.load(&s, &[stored(1, 1, 1, 2, false)]).await.unwrap());
+    assert_eq!(
+        outcome(&store, at(NOW + 5, req(1, 2, 2, 1))).await,
+        ReserveOutcome::Reserved
+    );
+    // Adopt: a missing hold takes its units once; a second adopt or another shape changes nothing.
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), Adopted);
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), AlreadyHeld);
+    assert_eq!(store.adopt(1, 3, 3, 1).await.unwrap(), Conflict);
+    assert_eq!(store.adopt(1, 2, 2, 1).await.unwrap(), AlreadyHeld);
+    assert_eq!(store.adopt(9, 4, 1, 1).await.unwrap(), NotTracked);
+    assert_eq!(store.remaining(1).await.unwrap(), Some(5));
+    // Adopted holds count against the limit and release like any other.
+    assert_eq!(
+        outcome(&store, req(1, 5, 3, 2)).await,
+        ReserveOutcome::LimitReached
+    );
+    assert!(store.release(3).await.unwrap());
+    // A released hold is taken again by an adopt (the database says the order is live).
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), Adopted);
+    let mut audit = store.audit(&s, false).await.unwrap().unwrap();
+    audit.holds.sort_unstable_by_key(|h| h.order);
+    assert_eq!((audit.remaining_before, audit.remaining_after), (5, 5));
+    assert!(audit.users.is_empty());
+    assert_eq!(
+        audit.holds,
+        vec![
+            LiveHold {
+                order: 1,
+                user_id: 1,
+                quantity: 2,
+                touched_ms: 0
+            },
+            LiveHold {
+                order: 2,
+                user_id: 2,
+                quantity: 1,
+                touched_ms: NOW + 5
+            },
+            LiveHold {
+                order: 3,
+                user_id: 3,
+                quantity: 2,
+                touched_ms: 0
+            },
+        ]
+    );
+    // void_absent drops confirmed holds too, but only untouched since the cutoff.
+    assert!(
+        !store.void(1, NOW).await.unwrap(),
+        "void keeps confirmed holds"
+    );
+    assert!(store.void_absent(1, NOW).await.unwrap());
+    assert!(
+        !store.void_absent(2, NOW).await.unwrap(),
+        "touched after the cutoff"
+    );
+    assert!(store.void_absent(2, NOW + 5).await.unwrap());
+    assert!(!store.void_absent(2, NOW + 5).await.unwrap());
+    let audit = store.audit(&s, true).await.unwrap().unwrap();
+    assert_eq!((audit.remaining_before, audit.remaining_after), (8, 8));
+    assert_eq!(audit.holds.len(), 1);
+    assert_eq!(audit.users, Vec::<HeldFix>::new());
+    assert_eq!(store.audit(&sale(9, 1, 1), false).await.unwrap(), None);
+}
+
 // ---------------------------------------------------------------------------------------------
 // One test per case and backend.
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +719,7 @@ conformance!(
     concurrent_reserves_never_oversell,
     concurrent_releases_give_back_once,
     concurrent_loads_build_once,
+    adopt_audit_and_void_absent_keep_counters_and_holds_in_step,
 );
 
 // ---------------------------------------------------------------------------------------------
