@@ -117,6 +117,23 @@ struct Held {
     touched_at_ms: i64,
 }
 
+impl Held {
+    /// A release that found no hold (the sale not rebuilt yet): remembered so the rebuild
+    /// writes the order as released. Holds no stock, names no sale.
+    const RELEASED_MARKER: Self = Self {
+        sale_id: 0,
+        user_id: 0,
+        quantity: 0,
+        released: true,
+        confirmed: true,
+        touched_at_ms: 0,
+    };
+
+    fn is_marker(&self) -> bool {
+        self.quantity == 0
+    }
+}
+
 /// In-process stock: exact under any concurrency within one process.
 #[derive(Debug, Default)]
 pub struct MemoryStock {
@@ -152,7 +169,10 @@ impl MemoryStock {
                 tracing::warn!(order_id = %r.order_id, "stored order id is not a uuid; skipped");
                 continue;
             };
-            if !r.released {
+            // A release that came before this rebuild stays: a release is final.
+            let released =
+                r.released || self.holds.get(&order.as_u128()).is_some_and(|h| h.released);
+            if !released {
                 state.take(order.as_u128(), r.user_id, r.quantity);
             }
             self.holds.insert(
@@ -161,7 +181,7 @@ impl MemoryStock {
                     sale_id: r.sale_id,
                     user_id: r.user_id,
                     quantity: r.quantity,
-                    released: r.released,
+                    released,
                     confirmed: true,
                     touched_at_ms: 0,
                 },
@@ -188,9 +208,11 @@ impl MemoryStock {
         match self.holds.entry(req.order) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                let same = held.sale_id == req.sale_id
-                    && held.user_id == req.user_id
-                    && held.quantity == req.quantity;
+                // A released marker is a spent order id, like any released hold.
+                let same = held.is_marker()
+                    || (held.sale_id == req.sale_id
+                        && held.user_id == req.user_id
+                        && held.quantity == req.quantity);
                 if same {
                     // A retry is about to queue the order again: restart its grace period.
                     held.touched_at_ms = req.now_ms;
@@ -237,17 +259,23 @@ impl MemoryStock {
     }
 
     fn release_now(&self, order: OrderKey) -> bool {
-        let Some(mut held) = self.holds.get_mut(&order) else {
-            return false;
+        let mut held = match self.holds.entry(order) {
+            Entry::Occupied(held) => held,
+            Entry::Vacant(slot) => {
+                // Nothing to give back to yet (the sale is not rebuilt): remember the release.
+                slot.insert(Held::RELEASED_MARKER);
+                return false;
+            }
         };
+        let held = held.get_mut();
         if held.released {
             return false;
         }
+        held.released = true;
         let Some(sale) = self.sales.get(&held.sale_id).map(|s| Arc::clone(s.value())) else {
             return false;
         };
         sale.lock().give_back(order, held.user_id, held.quantity);
-        held.released = true;
         true
     }
 

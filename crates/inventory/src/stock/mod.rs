@@ -146,7 +146,8 @@ pub trait StockStore: Send + Sync + 'static {
     /// built (until then [`StockStore::reserve`] answers [`ReserveOutcome::NotFound`] and
     /// [`StockStore::remaining`] `None`); a call that finds another instance building it waits
     /// until that build is done (or takes it over if that instance died meanwhile).
-    /// Stored reservations start confirmed; released ones hold no stock.
+    /// Stored reservations start confirmed; released ones hold no stock, nor do those whose
+    /// order id was released here before (see [`StockStore::release`]).
     async fn load(
         &self,
         sale: &Sale,
@@ -157,6 +158,9 @@ pub trait StockStore: Send + Sync + 'static {
     /// stock and the per-user limit; only then takes the stock.
     async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
     /// Gives a reservation's stock back; `true` only the first time for a held reservation.
+    /// Releases are final: with no hold to give back to (the sale not rebuilt yet) the release
+    /// is remembered, a later load writes the order as released, and the order id stays spent
+    /// (a reserve of it answers [`ReserveOutcome::AlreadyReserved`] and takes nothing).
     async fn release(&self, order: OrderKey) -> Result<bool, StockError>;
     /// Remaining stock of a sale, `None` when unknown.
     async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError>;

@@ -32,7 +32,10 @@
 //! **Generations.** Each build gets a new `gen`, and holds carry the `gen` of the build they
 //! belong to. A hold left from an earlier build (Redis lost the sale but kept the hold, e.g.
 //! after an eviction) is not part of the rebuilt counters: it never gives stock back to them, and
-//! a reserve of its order id treats it as absent.
+//! a reserve of its order id treats it as absent. A *release* is the exception: a release
+//! that finds no hold of the current build (the sale was lost, or is being rebuilt) marks the
+//! hold key released, and the rebuild writes that order as released — the order is cancelled
+//! or expired in the database, which the rebuild's earlier read may not show yet.
 //!
 //! **Auditing.** Every script that takes or gives back stock also adds the order to or removes
 //! it from the sale's `holds` set, so the audit script can add up the live holds and compare
@@ -93,7 +96,11 @@ if s[1] ~= '1' then
   return {0, 0}
 end
 local remaining = tonumber(s[2])
-local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen')
+local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen', 'released')
+if not h[1] and h[5] == '1' then
+  -- Released before a rebuild wrote its hold: a spent order id, like any released one.
+  return {2, remaining}
+end
 local stale = h[1] == ARGV[1] and h[4] ~= s[6]
 if h[1] and not stale then
   if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
@@ -147,24 +154,26 @@ const OUTCOMES: [ReserveOutcome; 8] = [
     ReserveOutcome::Conflict,
 ];
 
-/// Gives a held reservation back; 1 the first time, else 0.
+/// Gives a held reservation back; 1 the first time, else 0. A hold of the build in progress
+/// (not ready yet) gives back too. With nothing to give back to — no hold, or one of an earlier
+/// build (the sale was lost) — the release is remembered (`released` = `1` on the hold key, a
+/// bare marker if there was none), and a rebuild writes that order as released.
 /// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order.
 const RELEASE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'gen')
-if not h[1] or h[4] == '1' then
+if h[4] == '1' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'released', '1')
+redis.call('ZREM', KEYS[2], ARGV[2])
+if not h[1] then
   return 0
 end
 local sale = ARGV[1] .. h[1]
-local s = redis.call('HMGET', sale, 'ready', 'gen')
-if s[1] ~= '1' then
-  return 0
-end
-redis.call('ZREM', KEYS[2], ARGV[2])
-if s[2] ~= h[5] then
+if redis.call('HGET', sale, 'gen') ~= h[5] then
   return 0
 end
 give_back(sale, h[2], h[3], KEYS[3], h[1], ARGV[2])
-redis.call('HSET', KEYS[1], 'released', '1')
 return 1
 ";
 
@@ -227,7 +236,8 @@ redis.call('SET', KEYS[3], gen, 'PX', ARGV[5])
 return tonumber(gen)
 ";
 
-/// Writes a chunk of stored reservations; 0 when the claim was lost, else 1.
+/// Writes a chunk of stored reservations, each as released if its hold key says so already;
+/// 0 when the claim was lost, else 1.
 /// KEYS: 1 sale, 2 held, 3 loading, 4 unconfirmed, 5 the sale's holds, 6.. holds. ARGV:
 /// 1 generation, 2 lease (ms), 3 sale id, then per hold: order, user, quantity, released
 /// (`0`/`1`).
@@ -239,6 +249,11 @@ redis.call('PEXPIRE', KEYS[3], ARGV[2])
 for i = 6, #KEYS do
   local a = 4 + (i - 6) * 4
   local user, qty, released = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  -- Released (by a release that came while the sale was lost or being built) stays released:
+  -- a release is final.
+  if redis.call('HGET', KEYS[i], 'released') == '1' then
+    released = '1'
+  end
   if released == '0' then
     redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(qty)))
     redis.call('HINCRBY', KEYS[2], user, qty)
