@@ -30,21 +30,11 @@
 use std::collections::HashMap;
 
 use crate::{
-    catalog::{Catalog, CatalogError, StoredReservation},
+    catalog::{Catalog, StoredReservation},
+    reconcile::ReconcileError,
     sale::Sale,
     stock::{AdoptOutcome, HeldFix, LiveHold, OrderKey, StockError, StockStore},
 };
-
-/// Why a reconciliation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DriftError {
-    /// The database could not be read.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// The stock backend failed.
-    #[error(transparent)]
-    Stock(#[from] StockError),
-}
 
 /// What reconciling one sale found and (unless a dry run) changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +83,7 @@ pub async fn reconcile(
     sales: &[Sale],
     grace: std::time::Duration,
     dry_run: bool,
-) -> Result<Vec<SaleDrift>, DriftError> {
+) -> Result<Vec<SaleDrift>, ReconcileError> {
     let mut audits = Vec::with_capacity(sales.len());
     for sale in sales {
         audits.push((sale, stock.audit(sale, !dry_run).await?));

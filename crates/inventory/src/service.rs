@@ -24,7 +24,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     catalog::{Catalog, CatalogError},
     config::InventoryConfig,
-    drift::{DriftError, SaleDrift},
+    drift::SaleDrift,
+    reconcile::ReconcileError,
     recovery::Recovery,
     sale::{NewSale, Sale},
     stock::{ReserveOutcome, ReserveRequest, StockError, StockStore},
@@ -363,8 +364,8 @@ impl Inventory for InventoryService {
         )
         .await
         .map_err(|e| match e {
-            DriftError::Stock(e) => backend_unavailable(&e),
-            DriftError::Catalog(e) => internal(e),
+            ReconcileError::Stock(e) => backend_unavailable(&e),
+            ReconcileError::Catalog(e) => internal(e),
         })?;
         reports.extend(paused.iter().map(|s| SaleDrift {
             sale_id: s.id,

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::database;
+use common::{database, with_redis};
 use flashsale_inventory::{
     catalog::{Catalog, SqlCatalog},
     drift::{reconcile, SaleDrift},
@@ -66,12 +66,6 @@ impl Backend {
             }
         }
     }
-
-    async fn cleanup(&self) {
-        if let Self::Redis(_, test) = self {
-            test.cleanup().await;
-        }
-    }
 }
 
 /// Runs `case` on memory stock.
@@ -83,25 +77,19 @@ where
     case(Arc::new(Backend::Memory(Arc::new(MemoryStock::new())))).await;
 }
 
-/// Runs `case` on Redis stock under a fresh prefix, deleting its keys afterwards (also when the
-/// case fails).
+/// Runs `case` on Redis stock under a fresh prefix, deleting its keys afterwards.
 async fn on_redis<F, Fut>(case: F)
 where
     F: FnOnce(Arc<Backend>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let Some(test) = TestRedis::start().await else {
-        return;
-    };
-    let backend = Arc::new(Backend::Redis(
-        Arc::new(RedisStock::new(test.redis.clone())),
-        test,
-    ));
-    let outcome = tokio::spawn(case(Arc::clone(&backend))).await;
-    backend.cleanup().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    with_redis(|test| {
+        case(Arc::new(Backend::Redis(
+            Arc::new(RedisStock::new(test.redis.clone())),
+            test,
+        )))
+    })
+    .await;
 }
 
 macro_rules! both_backends {
@@ -517,23 +505,22 @@ async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
 
 #[tokio::test]
 async fn redis_sale_built_without_its_holds_set_is_refused() {
-    let Some(test) = TestRedis::start().await else {
-        return;
-    };
-    let (_dir, pool) = database().await;
-    let catalog = SqlCatalog::new(pool);
-    let stock = RedisStock::new(test.redis.clone());
-    let sale = open_sale(&catalog, 10, 2).await;
-    stock.load(&sale, &[]).await.unwrap();
-    // As an older version built it: an empty holds set must not mean "nothing is held".
-    let _: i64 = ::redis::cmd("HDEL")
-        .arg(test.redis.key(&format!("stock:sale:{}", sale.id)))
-        .arg("layout")
-        .query_async(&mut test.redis.conn())
-        .await
-        .unwrap();
-    let refused = reconcile(&catalog, &stock, std::slice::from_ref(&sale), GRACE, false).await;
-    assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(stock.remaining(sale.id).await.unwrap(), Some(10));
-    test.cleanup().await;
+    with_redis(|test| async move {
+        let (_dir, pool) = database().await;
+        let catalog = SqlCatalog::new(pool);
+        let stock = RedisStock::new(test.redis.clone());
+        let sale = open_sale(&catalog, 10, 2).await;
+        stock.load(&sale, &[]).await.unwrap();
+        // As an older version built it: an empty holds set must not mean "nothing is held".
+        let _: i64 = ::redis::cmd("HDEL")
+            .arg(test.redis.key(&format!("stock:sale:{}", sale.id)))
+            .arg("layout")
+            .query_async(&mut test.redis.conn())
+            .await
+            .unwrap();
+        let refused = reconcile(&catalog, &stock, std::slice::from_ref(&sale), GRACE, false).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(stock.remaining(sale.id).await.unwrap(), Some(10));
+    })
+    .await;
 }

@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -19,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::with_redis;
 use flashsale_inventory::{
     catalog::StoredReservation,
     sale::Sale,
@@ -695,23 +698,6 @@ async fn a_release_before_the_rebuild_is_honoured(store: Store) {
 // ---------------------------------------------------------------------------------------------
 // One test per case and backend.
 // ---------------------------------------------------------------------------------------------
-
-/// Runs `case` on a fresh Redis prefix, then deletes the prefix's keys (also when the case
-/// fails, whose panic is then passed on).
-async fn with_redis<F, Fut>(case: F)
-where
-    F: FnOnce(TestRedis) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(test) = TestRedis::start().await else {
-        return;
-    };
-    let outcome = tokio::spawn(case(test.clone())).await;
-    test.cleanup().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
 
 /// Runs a conformance case on a [`RedisStock`] over a fresh prefix.
 async fn on_redis<F, Fut>(case: F)
