@@ -26,6 +26,40 @@ pub enum Command {
     /// Rush a sale (or a bare HTTP server: `ceiling`), report throughput and latency, and check
     /// the guarantees.
     Bench(flashsale_bench::BenchArgs),
+    /// Operate the inventory service of a running system.
+    Inventory(InventoryArgs),
+}
+
+/// Options of `flashsale inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: InventoryCommand,
+}
+
+/// Inventory operations.
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Compare the stock backend (remaining, holds, per-user counts) with the database (orders
+    /// and queued order requests) and repair drift, reporting what changed per sale. Safe
+    /// during a rush. Exit code 2 when drift was found in a dry run, or conflicts were left.
+    Reconcile(ReconcileArgs),
+}
+
+/// Options of `flashsale inventory reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Only this sale [default: every sale].
+    #[arg(long = "sale", value_name = "ID")]
+    pub sale: Option<i64>,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// gRPC address of the inventory service [default: `services.inventory` from the
+    /// configuration].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
 }
 
 /// Options of `flashsale dev`.

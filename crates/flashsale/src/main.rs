@@ -7,16 +7,25 @@ use clap::Parser;
 /// every worker thread, where glibc's arenas cost ~15% of CPU in a rush (measured with perf).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use flashsale::cli::{Cli, Command};
+use std::process::ExitCode;
+
+use flashsale::cli::{Cli, Command, InventoryCommand};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let service = match &cli.command {
         // The bench is a client: no server configuration, logging or metrics of its own.
         Command::Bench(args) => {
             flashsale_bench::run(args.clone()).await?;
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
+        }
+        // So are operator commands; they read the configuration for the services' addresses.
+        Command::Inventory(inventory) => {
+            let config = flashsale::config::load(&cli)?;
+            return match &inventory.command {
+                InventoryCommand::Reconcile(args) => flashsale::ops::reconcile(&config, args).await,
+            };
         }
         Command::Dev(_) => None,
         Command::Serve(serve) => Some(serve.service),
@@ -42,5 +51,5 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

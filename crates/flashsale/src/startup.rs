@@ -294,7 +294,8 @@ async fn build_inventory(
     Ok((service, workers))
 }
 
-fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
+/// A client of the inventory service at `addr` (`host:port` or a URI); connects on first use.
+pub fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {

@@ -12,6 +12,8 @@
 //!   from the orders recorded there.
 //! * [`stock`]: the fast-path trait and its implementations, in process or in Redis (shared by
 //!   every inventory instance; one Lua script per decision).
+//! * [`drift`]: compares the stock backend with the database and repairs drift
+//!   (`flashsale inventory reconcile`).
 //! * [`reconcile`]: gives back stock held by buys whose order never reached the queue.
 //! * [`recovery`]: rebuilds a sale whose stock the shared backend lost, and learns sales created
 //!   by other instances.
@@ -19,6 +21,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod drift;
 pub mod reconcile;
 pub mod recovery;
 pub mod sale;

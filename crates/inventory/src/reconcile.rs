@@ -19,7 +19,7 @@ use crate::{
     stock::{StockError, StockStore},
 };
 
-/// Why a reconciliation pass failed.
+/// Why a reconciliation pass (or a drift repair, [`crate::drift`]) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The database could not be asked.

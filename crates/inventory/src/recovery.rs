@@ -52,6 +52,11 @@ impl Recovery {
         }
     }
 
+    /// How long a rebuild waits: the reservation grace period.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
     /// Whether reserves for this sale must wait for its rebuild.
     pub fn is_rebuilding(&self, sale_id: i64) -> bool {
         self.rebuilding.contains_key(&sale_id)

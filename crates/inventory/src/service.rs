@@ -8,6 +8,8 @@
 //! keeps the list current with sales created by other instances). If the backend lost a known
 //! sale, the sale is paused and rebuilt ([`crate::recovery`]). A backend that cannot be reached
 //! is `UNAVAILABLE` (the gateway answers `503`; a retry with the same order id is safe).
+//! `Reconcile` compares the backend with the database and repairs drift ([`crate::drift`]),
+//! with the reservation grace period the rebuilds wait.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -22,6 +24,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     catalog::{Catalog, CatalogError},
     config::InventoryConfig,
+    drift::SaleDrift,
+    reconcile::ReconcileError,
     recovery::Recovery,
     sale::{NewSale, Sale},
     stock::{ReserveOutcome, ReserveRequest, StockError, StockStore},
@@ -330,5 +334,72 @@ impl Inventory for InventoryService {
             .await
             .map_err(|e| backend_unavailable(&e))?;
         Ok(Response::new(pb::ReleaseReply { released }))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::ReconcileReply>, Status> {
+        let r = request.into_inner();
+        let sales: Vec<Sale> = {
+            let known = self.sales.read();
+            match r.sale_id {
+                Some(id) => vec![known
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Status::not_found(format!("no sale {id}")))?],
+                None => known.values().cloned().collect(),
+            }
+        };
+        // A sale waiting for its rebuild is left to it (reported untracked).
+        let (paused, sales): (Vec<Sale>, Vec<Sale>) = sales
+            .into_iter()
+            .partition(|s| self.recovery.is_rebuilding(s.id));
+        let mut reports = crate::drift::reconcile(
+            &*self.catalog,
+            &*self.stock,
+            &sales,
+            self.recovery.delay(),
+            r.dry_run,
+        )
+        .await
+        .map_err(|e| match e {
+            ReconcileError::Stock(e) => backend_unavailable(&e),
+            ReconcileError::Catalog(e) => internal(e),
+        })?;
+        reports.extend(paused.iter().map(|s| SaleDrift {
+            sale_id: s.id,
+            ..SaleDrift::default()
+        }));
+        reports.sort_unstable_by_key(|d| d.sale_id);
+        Ok(Response::new(pb::ReconcileReply {
+            sales: reports.iter().map(drift_to_pb).collect(),
+            dry_run: r.dry_run,
+        }))
+    }
+}
+
+fn drift_to_pb(d: &SaleDrift) -> pb::SaleReconcile {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    pb::SaleReconcile {
+        sale_id: d.sale_id,
+        tracked: d.tracked,
+        remaining_before: d.remaining_before,
+        remaining_after: d.remaining_after,
+        holds_adopted: count(d.adopted),
+        holds_released: count(d.released),
+        holds_voided: count(d.voided),
+        users_fixed: d
+            .users_fixed
+            .iter()
+            .map(|f| pb::HeldFix {
+                user_id: f.user_id,
+                before: f.before,
+                after: f.after,
+            })
+            .collect(),
+        holds_in_flight: count(d.in_flight),
+        conflicts: count(d.conflicts),
+        drifted: d.drifted(),
     }
 }

@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -19,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::with_redis;
 use flashsale_inventory::{
     catalog::StoredReservation,
     sale::Sale,
@@ -252,8 +255,12 @@ async fn void_only_drops_old_unconfirmed_holds(store: Store) {
     assert!(store.void(1, NOW).await.unwrap());
     assert!(!store.void(1, NOW).await.unwrap(), "voided twice");
     assert_eq!(store.remaining(1).await.unwrap(), Some(2));
-    assert!(!store.release(1).await.unwrap(), "a voided hold is gone");
-    // A retry of the voided order id reserves afresh (even as another quantity).
+    assert_eq!(
+        sorted_unconfirmed(&store, i64::MAX).await,
+        Vec::<u128>::new()
+    );
+    // A retry of the voided order id reserves afresh (even as another quantity). (A release
+    // of it would have spent it: see `a_release_before_the_rebuild_is_honoured`.)
     assert_eq!(
         reserve(&store, req(1, 1, 1, 2)).await,
         decision(Reserved, 0)
@@ -403,7 +410,7 @@ async fn unknown_sale_is_not_found(store: Store) {
         decision(NotFound, 0)
     );
     assert_eq!(store.remaining(9).await.unwrap(), None);
-    assert!(!store.release(1).await.unwrap());
+    assert!(!store.release(2).await.unwrap());
     assert!(!store.void(1, i64::MAX).await.unwrap());
     store.confirm(&[1, 2]).await.unwrap();
     assert_eq!(
@@ -583,26 +590,114 @@ async fn concurrent_loads_build_once(store: Store) {
     load_concurrently(vec![store]).await;
 }
 
+async fn adopt_audit_and_void_absent_keep_counters_and_holds_in_step(store: Store) {
+    use flashsale_inventory::stock::{AdoptOutcome::*, HeldFix, LiveHold};
+    let s = sale(1, 10, 3);
+    assert!(store.load(&s, &[stored(1, 1, 1, 2, false)]).await.unwrap());
+    assert_eq!(
+        outcome(&store, at(NOW + 5, req(1, 2, 2, 1))).await,
+        ReserveOutcome::Reserved
+    );
+    // Adopt: a missing hold takes its units once; a second adopt or another shape changes nothing.
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), Adopted);
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), AlreadyHeld);
+    assert_eq!(store.adopt(1, 3, 3, 1).await.unwrap(), Conflict);
+    assert_eq!(store.adopt(1, 2, 2, 1).await.unwrap(), AlreadyHeld);
+    assert_eq!(store.adopt(9, 4, 1, 1).await.unwrap(), NotTracked);
+    assert_eq!(store.remaining(1).await.unwrap(), Some(5));
+    // Adopted holds count against the limit and release like any other.
+    assert_eq!(
+        outcome(&store, req(1, 5, 3, 2)).await,
+        ReserveOutcome::LimitReached
+    );
+    assert!(store.release(3).await.unwrap());
+    // A released hold is taken again by an adopt (the database says the order is live).
+    assert_eq!(store.adopt(1, 3, 3, 2).await.unwrap(), Adopted);
+    let mut audit = store.audit(&s, false).await.unwrap().unwrap();
+    audit.holds.sort_unstable_by_key(|h| h.order);
+    assert_eq!((audit.remaining_before, audit.remaining_after), (5, 5));
+    assert!(audit.users.is_empty());
+    assert_eq!(
+        audit.holds,
+        vec![
+            LiveHold {
+                order: 1,
+                user_id: 1,
+                quantity: 2,
+                touched_ms: 0
+            },
+            LiveHold {
+                order: 2,
+                user_id: 2,
+                quantity: 1,
+                touched_ms: NOW + 5
+            },
+            LiveHold {
+                order: 3,
+                user_id: 3,
+                quantity: 2,
+                touched_ms: 0
+            },
+        ]
+    );
+    // void_absent drops confirmed holds too, but only untouched since the cutoff.
+    assert!(
+        !store.void(1, NOW).await.unwrap(),
+        "void keeps confirmed holds"
+    );
+    assert!(store.void_absent(1, NOW).await.unwrap());
+    assert!(
+        !store.void_absent(2, NOW).await.unwrap(),
+        "touched after the cutoff"
+    );
+    assert!(store.void_absent(2, NOW + 5).await.unwrap());
+    assert!(!store.void_absent(2, NOW + 5).await.unwrap());
+    let audit = store.audit(&s, true).await.unwrap().unwrap();
+    assert_eq!((audit.remaining_before, audit.remaining_after), (8, 8));
+    assert_eq!(audit.holds.len(), 1);
+    assert_eq!(audit.users, Vec::<HeldFix>::new());
+    assert_eq!(store.audit(&sale(9, 1, 1), false).await.unwrap(), None);
+}
+
+/// The leak this guards against: a sale is lost, the rebuild reads the database, then an order
+/// is cancelled and released, then the rebuild writes the order's hold from its earlier read.
+async fn a_release_before_the_rebuild_is_honoured(store: Store) {
+    use ReserveOutcome::*;
+    assert!(
+        !store.release(5).await.unwrap(),
+        "nothing to give back to yet"
+    );
+    let read_before_the_cancel = [stored(5, 1, 1, 2, false), stored(6, 1, 2, 1, false)];
+    assert!(store
+        .load(&sale(1, 10, 2), &read_before_the_cancel)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.remaining(1).await.unwrap(),
+        Some(9),
+        "order 5 holds nothing"
+    );
+    assert!(!store.release(5).await.unwrap(), "released once");
+    assert_eq!(
+        outcome(&store, req(1, 5, 1, 2)).await,
+        AlreadyReserved,
+        "a spent order id"
+    );
+    assert_eq!(
+        outcome(&store, req(1, 7, 1, 2)).await,
+        Reserved,
+        "user 1 holds nothing"
+    );
+    assert_eq!(store.remaining(1).await.unwrap(), Some(7));
+    // An order id released before anything held it is spent as well.
+    assert!(!store.release(8).await.unwrap());
+    assert_eq!(outcome(&store, req(1, 8, 3, 1)).await, AlreadyReserved);
+    assert_eq!(store.remaining(1).await.unwrap(), Some(7));
+}
+
 // ---------------------------------------------------------------------------------------------
 // One test per case and backend.
 // ---------------------------------------------------------------------------------------------
-
-/// Runs `case` on a fresh Redis prefix, then deletes the prefix's keys (also when the case
-/// fails, whose panic is then passed on).
-async fn with_redis<F, Fut>(case: F)
-where
-    F: FnOnce(TestRedis) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(test) = TestRedis::start().await else {
-        return;
-    };
-    let outcome = tokio::spawn(case(test.clone())).await;
-    test.cleanup().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
 
 /// Runs a conformance case on a [`RedisStock`] over a fresh prefix.
 async fn on_redis<F, Fut>(case: F)
@@ -650,6 +745,8 @@ conformance!(
     concurrent_reserves_never_oversell,
     concurrent_releases_give_back_once,
     concurrent_loads_build_once,
+    adopt_audit_and_void_absent_keep_counters_and_holds_in_step,
+    a_release_before_the_rebuild_is_honoured,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -919,6 +1016,64 @@ async fn redis_numbers_are_written_exactly() {
         );
         assert!(store.release(order).await.unwrap());
         assert_eq!(store.remaining(1).await.unwrap(), Some(1_000_000_000));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_a_release_of_a_lost_sales_hold_is_honoured_by_the_rebuild() {
+    with_redis(|test| async move {
+        let store: Store = Arc::new(RedisStock::new(test.redis.clone()));
+        store.load(&sale(1, 10, 2), &[]).await.unwrap();
+        assert_eq!(
+            outcome(&store, req(1, 5, 1, 2)).await,
+            ReserveOutcome::Reserved
+        );
+        // Redis loses the sale but keeps the hold; the order is cancelled and released.
+        let sale_key = test.redis.key("stock:sale:1");
+        let () = raw(
+            &test,
+            ::redis::cmd("DEL")
+                .arg(&sale_key)
+                .arg(format!("{sale_key}:held"))
+                .arg(format!("{sale_key}:holds")),
+        )
+        .await;
+        assert!(!store.release(5).await.unwrap());
+        // The rebuild read the database before the cancel.
+        assert!(store
+            .load(&sale(1, 10, 2), &[stored(5, 1, 1, 2, false)])
+            .await
+            .unwrap());
+        assert_eq!(store.remaining(1).await.unwrap(), Some(10));
+        assert_eq!(
+            outcome(&store, req(1, 6, 1, 2)).await,
+            ReserveOutcome::Reserved
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_a_release_during_a_build_gives_back_to_it() {
+    with_redis(|test| async move {
+        let store: Store = Arc::new(RedisStock::new(test.redis.clone()));
+        store
+            .load(&sale(1, 10, 2), &[stored(5, 1, 1, 2, false)])
+            .await
+            .unwrap();
+        // As if the build had written the hold but not finished yet.
+        let sale_key = test.redis.key("stock:sale:1");
+        let _: i64 = raw(&test, ::redis::cmd("HDEL").arg(&sale_key).arg("ready")).await;
+        assert_eq!(store.remaining(1).await.unwrap(), None);
+        assert!(store.release(5).await.unwrap());
+        let _: i64 = raw(
+            &test,
+            ::redis::cmd("HSET").arg(&sale_key).arg("ready").arg("1"),
+        )
+        .await;
+        assert_eq!(store.remaining(1).await.unwrap(), Some(10));
+        assert!(!store.release(5).await.unwrap());
     })
     .await;
 }

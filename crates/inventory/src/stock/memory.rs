@@ -7,6 +7,9 @@
 //! same order, so the two never deadlock. Loads are serialized by a mutex of their own, so of
 //! several concurrent loads of one sale exactly one builds it; the sale enters the map (and
 //! becomes visible) only once built.
+//!
+//! Each sale also keeps its live holds (order id → buyer and units) under its mutex, changed in
+//! the same step as the counters, so an audit sees counters and holds at one instant.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,7 +17,10 @@ use async_trait::async_trait;
 use dashmap::{mapref::entry::Entry, DashMap};
 use parking_lot::Mutex;
 
-use super::{OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore};
+use super::{
+    AdoptOutcome, HeldFix, LiveHold, OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest,
+    SaleAudit, StockError, StockStore,
+};
 use crate::{catalog::StoredReservation, sale::Sale};
 
 #[derive(Debug)]
@@ -24,15 +30,18 @@ struct SaleStock {
     starts_at_ms: i64,
     ends_at_ms: i64,
     held_by_user: HashMap<i64, i64>,
+    /// Live holds: order id → (buyer, units).
+    live: HashMap<OrderKey, (i64, i64)>,
 }
 
 impl SaleStock {
-    fn take(&mut self, user_id: i64, quantity: i64) {
+    fn take(&mut self, order: OrderKey, user_id: i64, quantity: i64) {
         self.remaining -= quantity;
         *self.held_by_user.entry(user_id).or_default() += quantity;
+        self.live.insert(order, (user_id, quantity));
     }
 
-    fn give_back(&mut self, user_id: i64, quantity: i64) {
+    fn give_back(&mut self, order: OrderKey, user_id: i64, quantity: i64) {
         self.remaining += quantity;
         if let Some(units) = self.held_by_user.get_mut(&user_id) {
             *units -= quantity;
@@ -40,6 +49,59 @@ impl SaleStock {
                 self.held_by_user.remove(&user_id);
             }
         }
+        self.live.remove(&order);
+    }
+
+    /// Compares the counters with the live holds; with `repair`, sets them to match.
+    fn audit(&mut self, stock: i64, repair: bool) -> SaleAudit {
+        let mut per_user: HashMap<i64, i64> = HashMap::new();
+        for (user_id, quantity) in self.live.values() {
+            *per_user.entry(*user_id).or_default() += quantity;
+        }
+        let remaining_after = stock - per_user.values().sum::<i64>();
+        let mut users: Vec<HeldFix> = self
+            .held_by_user
+            .iter()
+            .filter(|(user, units)| per_user.get(user) != Some(units))
+            .map(|(user, units)| HeldFix {
+                user_id: *user,
+                before: *units,
+                after: per_user.get(user).copied().unwrap_or(0),
+            })
+            .chain(
+                per_user
+                    .iter()
+                    .filter(|(user, _)| !self.held_by_user.contains_key(user))
+                    .map(|(user, units)| HeldFix {
+                        user_id: *user,
+                        before: 0,
+                        after: *units,
+                    }),
+            )
+            .collect();
+        users.sort_unstable_by_key(|f| f.user_id);
+        let holds = self
+            .live
+            .iter()
+            .map(|(order, (user_id, quantity))| LiveHold {
+                order: *order,
+                user_id: *user_id,
+                quantity: *quantity,
+                touched_ms: 0,
+            })
+            .collect();
+        let audit = SaleAudit {
+            remaining_before: self.remaining,
+            remaining_after,
+            users,
+            holds,
+        };
+        if repair {
+            self.remaining = remaining_after;
+            per_user.retain(|_, units| *units > 0);
+            self.held_by_user = per_user;
+        }
+        audit
     }
 }
 
@@ -53,6 +115,23 @@ struct Held {
     confirmed: bool,
     /// Last reserve (or retry) for this order id, Unix ms.
     touched_at_ms: i64,
+}
+
+impl Held {
+    /// A release that found no hold (the sale not rebuilt yet): remembered so the rebuild
+    /// writes the order as released. Holds no stock, names no sale.
+    const RELEASED_MARKER: Self = Self {
+        sale_id: 0,
+        user_id: 0,
+        quantity: 0,
+        released: true,
+        confirmed: true,
+        touched_at_ms: 0,
+    };
+
+    fn is_marker(&self) -> bool {
+        self.quantity == 0
+    }
 }
 
 /// In-process stock: exact under any concurrency within one process.
@@ -83,14 +162,18 @@ impl MemoryStock {
             starts_at_ms: sale.starts_at_ms,
             ends_at_ms: sale.ends_at_ms,
             held_by_user: HashMap::new(),
+            live: HashMap::new(),
         };
         for r in reservations.iter().filter(|r| r.sale_id == sale.id) {
             let Ok(order) = uuid::Uuid::parse_str(&r.order_id) else {
                 tracing::warn!(order_id = %r.order_id, "stored order id is not a uuid; skipped");
                 continue;
             };
-            if !r.released {
-                state.take(r.user_id, r.quantity);
+            // A release that came before this rebuild stays: a release is final.
+            let released =
+                r.released || self.holds.get(&order.as_u128()).is_some_and(|h| h.released);
+            if !released {
+                state.take(order.as_u128(), r.user_id, r.quantity);
             }
             self.holds.insert(
                 order.as_u128(),
@@ -98,7 +181,7 @@ impl MemoryStock {
                     sale_id: r.sale_id,
                     user_id: r.user_id,
                     quantity: r.quantity,
-                    released: r.released,
+                    released,
                     confirmed: true,
                     touched_at_ms: 0,
                 },
@@ -125,9 +208,11 @@ impl MemoryStock {
         match self.holds.entry(req.order) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                let same = held.sale_id == req.sale_id
-                    && held.user_id == req.user_id
-                    && held.quantity == req.quantity;
+                // A released marker is a spent order id, like any released hold.
+                let same = held.is_marker()
+                    || (held.sale_id == req.sale_id
+                        && held.user_id == req.user_id
+                        && held.quantity == req.quantity);
                 if same {
                     // A retry is about to queue the order again: restart its grace period.
                     held.touched_at_ms = req.now_ms;
@@ -154,7 +239,7 @@ impl MemoryStock {
                 {
                     ReserveOutcome::LimitReached
                 } else {
-                    s.take(req.user_id, req.quantity);
+                    s.take(req.order, req.user_id, req.quantity);
                     slot.insert(Held {
                         sale_id: req.sale_id,
                         user_id: req.user_id,
@@ -174,17 +259,23 @@ impl MemoryStock {
     }
 
     fn release_now(&self, order: OrderKey) -> bool {
-        let Some(mut held) = self.holds.get_mut(&order) else {
-            return false;
+        let mut held = match self.holds.entry(order) {
+            Entry::Occupied(held) => held,
+            Entry::Vacant(slot) => {
+                // Nothing to give back to yet (the sale is not rebuilt): remember the release.
+                slot.insert(Held::RELEASED_MARKER);
+                return false;
+            }
         };
+        let held = held.get_mut();
         if held.released {
             return false;
         }
+        held.released = true;
         let Some(sale) = self.sales.get(&held.sale_id).map(|s| Arc::clone(s.value())) else {
             return false;
         };
-        sale.lock().give_back(held.user_id, held.quantity);
-        held.released = true;
+        sale.lock().give_back(order, held.user_id, held.quantity);
         true
     }
 
@@ -208,19 +299,81 @@ impl MemoryStock {
         }
     }
 
-    fn void_now(&self, order: OrderKey, before_ms: i64) -> bool {
+    /// Drops a hold (`even_confirmed`: also a confirmed one) untouched since `before_ms`.
+    fn void_now(&self, order: OrderKey, before_ms: i64, even_confirmed: bool) -> bool {
         let Entry::Occupied(held) = self.holds.entry(order) else {
             return false;
         };
         let h = *held.get();
-        if h.confirmed || h.released || h.touched_at_ms > before_ms {
+        if (h.confirmed && !even_confirmed) || h.released || h.touched_at_ms > before_ms {
             return false;
         }
         if let Some(sale) = self.sales.get(&h.sale_id).map(|s| Arc::clone(s.value())) {
-            sale.lock().give_back(h.user_id, h.quantity);
+            sale.lock().give_back(order, h.user_id, h.quantity);
         }
         held.remove();
         true
+    }
+
+    fn audit_now(&self, sale: &Sale, repair: bool) -> Option<SaleAudit> {
+        let state = self.sales.get(&sale.id).map(|s| Arc::clone(s.value()))?;
+        let mut audit = state.lock().audit(sale.stock, repair);
+        // Outside the sale's lock (reserves take a hold entry, then the sale): the touch time
+        // only tells the caller which holds are old enough to void, and voiding checks again.
+        for hold in &mut audit.holds {
+            hold.touched_ms = self.holds.get(&hold.order).map_or(0, |h| h.touched_at_ms);
+        }
+        Some(audit)
+    }
+
+    fn adopt_now(
+        &self,
+        sale_id: i64,
+        order: OrderKey,
+        user_id: i64,
+        quantity: i64,
+    ) -> AdoptOutcome {
+        let Some(sale) = self.sales.get(&sale_id).map(|s| Arc::clone(s.value())) else {
+            return AdoptOutcome::NotTracked;
+        };
+        let adopted = Held {
+            sale_id,
+            user_id,
+            quantity,
+            released: false,
+            confirmed: true,
+            touched_at_ms: 0,
+        };
+        match self.holds.entry(order) {
+            Entry::Occupied(mut held) => {
+                let h = *held.get();
+                if !h.released {
+                    return if h.sale_id == sale_id && h.user_id == user_id && h.quantity == quantity
+                    {
+                        AdoptOutcome::AlreadyHeld
+                    } else {
+                        AdoptOutcome::Conflict
+                    };
+                }
+                sale.lock().take(order, user_id, quantity);
+                held.insert(adopted);
+            }
+            Entry::Vacant(slot) => {
+                sale.lock().take(order, user_id, quantity);
+                slot.insert(adopted);
+            }
+        }
+        AdoptOutcome::Adopted
+    }
+
+    /// Test support: moves a sale's counters away from its holds (drift to repair).
+    #[cfg(feature = "testing")]
+    pub fn inject_drift(&self, sale_id: i64, remaining_delta: i64, user_id: i64, held_delta: i64) {
+        if let Some(sale) = self.sales.get(&sale_id) {
+            let mut s = sale.lock();
+            s.remaining += remaining_delta;
+            *s.held_by_user.entry(user_id).or_default() += held_delta;
+        }
     }
 }
 
@@ -256,7 +409,25 @@ impl StockStore for MemoryStock {
     }
 
     async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
-        Ok(self.void_now(order, before_ms))
+        Ok(self.void_now(order, before_ms, false))
+    }
+
+    async fn void_absent(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
+        Ok(self.void_now(order, before_ms, true))
+    }
+
+    async fn audit(&self, sale: &Sale, repair: bool) -> Result<Option<SaleAudit>, StockError> {
+        Ok(self.audit_now(sale, repair))
+    }
+
+    async fn adopt(
+        &self,
+        sale_id: i64,
+        order: OrderKey,
+        user_id: i64,
+        quantity: i64,
+    ) -> Result<AdoptOutcome, StockError> {
+        Ok(self.adopt_now(sale_id, order, user_id, quantity))
     }
 }
 

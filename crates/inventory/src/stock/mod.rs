@@ -10,6 +10,10 @@
 //! ([`crate::reconcile`]) later confirms each one whose order reached the database, and
 //! [`StockStore::void`]s the rest, giving their stock back; a retry of a voided order id then
 //! reserves afresh. Reservations rebuilt from the database start confirmed.
+//!
+//! For drift repair ([`crate::drift`]) every backend also keeps, per sale, the set of its live
+//! holds, so [`StockStore::audit`] can check the counters against them in one atomic step, and
+//! [`StockStore::adopt`] / [`StockStore::void_absent`] put a single hold right.
 
 mod memory;
 mod redis;
@@ -68,6 +72,56 @@ pub struct ReserveDecision {
     pub remaining: i64,
 }
 
+/// A live (unreleased) hold of a sale, as the backend has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveHold {
+    /// Order id.
+    pub order: OrderKey,
+    /// Buyer.
+    pub user_id: i64,
+    /// Units held.
+    pub quantity: i64,
+    /// Last reserve (or retry) of the order id, Unix ms; 0 for holds rebuilt from the database.
+    pub touched_ms: i64,
+}
+
+/// A buyer's held-units counter that did not match the buyer's live holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldFix {
+    /// Buyer.
+    pub user_id: i64,
+    /// Units the counter said.
+    pub before: i64,
+    /// Units the buyer's live holds add up to.
+    pub after: i64,
+}
+
+/// What [`StockStore::audit`] found in one sale.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleAudit {
+    /// The `remaining` counter as found.
+    pub remaining_before: i64,
+    /// The sale's stock minus the units of its live holds (what `remaining` is set to on repair).
+    pub remaining_after: i64,
+    /// Buyers whose held-units counter was off.
+    pub users: Vec<HeldFix>,
+    /// The sale's live holds.
+    pub holds: Vec<LiveHold>,
+}
+
+/// What [`StockStore::adopt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptOutcome {
+    /// The hold was missing (or released): it now holds its units.
+    Adopted,
+    /// The order id already holds exactly this (e.g. a retry reserved it meanwhile).
+    AlreadyHeld,
+    /// The order id holds something else (another sale, buyer or quantity): nothing changed.
+    Conflict,
+    /// The backend does not track the sale (completely): nothing changed.
+    NotTracked,
+}
+
 /// A stock backend failed (e.g. its server is unreachable). The in-process backend never does.
 #[derive(Debug, thiserror::Error)]
 #[error("stock backend failed: {0}")]
@@ -92,7 +146,8 @@ pub trait StockStore: Send + Sync + 'static {
     /// built (until then [`StockStore::reserve`] answers [`ReserveOutcome::NotFound`] and
     /// [`StockStore::remaining`] `None`); a call that finds another instance building it waits
     /// until that build is done (or takes it over if that instance died meanwhile).
-    /// Stored reservations start confirmed; released ones hold no stock.
+    /// Stored reservations start confirmed; released ones hold no stock, nor do those whose
+    /// order id was released here before (see [`StockStore::release`]).
     async fn load(
         &self,
         sale: &Sale,
@@ -103,6 +158,9 @@ pub trait StockStore: Send + Sync + 'static {
     /// stock and the per-user limit; only then takes the stock.
     async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
     /// Gives a reservation's stock back; `true` only the first time for a held reservation.
+    /// Releases are final: with no hold to give back to (the sale not rebuilt yet) the release
+    /// is remembered, a later load writes the order as released, and the order id stays spent
+    /// (a reserve of it answers [`ReserveOutcome::AlreadyReserved`] and takes nothing).
     async fn release(&self, order: OrderKey) -> Result<bool, StockError>;
     /// Remaining stock of a sale, `None` when unknown.
     async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError>;
@@ -114,4 +172,24 @@ pub trait StockStore: Send + Sync + 'static {
     /// stock back; `false` when it was confirmed, released or touched since. A retry of the
     /// order id then reserves afresh.
     async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError>;
+    /// Like [`StockStore::void`], but also drops a confirmed hold: for a hold whose order the
+    /// database does not have (checked after `before_ms` plus the grace period).
+    async fn void_absent(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError>;
+    /// Checks a sale's counters against its live holds, atomically with respect to every other
+    /// call: `remaining` must be `sale.stock` minus the units of the live holds, and each
+    /// buyer's held units the sum of the buyer's live holds. With `repair` the counters are set
+    /// to those values (and `sold_out` / `restocked` published when `remaining` crosses zero).
+    /// `None` when the backend does not track the sale (completely).
+    async fn audit(&self, sale: &Sale, repair: bool) -> Result<Option<SaleAudit>, StockError>;
+    /// Makes `order` a live, confirmed hold of `quantity` units for `user_id` in the sale and
+    /// takes its stock — for an order the database has that holds no stock here. An order id
+    /// that holds exactly this already is left alone; a released hold is taken again (the
+    /// database says the order is live).
+    async fn adopt(
+        &self,
+        sale_id: i64,
+        order: OrderKey,
+        user_id: i64,
+        quantity: i64,
+    ) -> Result<AdoptOutcome, StockError>;
 }

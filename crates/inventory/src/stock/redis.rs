@@ -6,8 +6,9 @@
 //!
 //! | key                       | type   | holds                                                     |
 //! |---------------------------|--------|-----------------------------------------------------------|
-//! | `stock:sale:{id}`         | hash   | `remaining`, `limit`, `starts`, `ends` (Unix ms), `gen`, `ready` (`1` once built) |
+//! | `stock:sale:{id}`         | hash   | `remaining`, `limit`, `starts`, `ends` (Unix ms), `gen`, `ready` (`1` once built), `layout` (`2`: has the `holds` set) |
 //! | `stock:sale:{id}:held`    | hash   | user id → units the user holds in the sale                |
+//! | `stock:sale:{id}:holds`   | set    | `{order}` of the sale's live holds (for [`StockStore::audit`]) |
 //! | `stock:sale:{id}:loading` | string | `gen` of the load building the sale; expires (lease)      |
 //! | `stock:hold:{order}`      | hash   | `sale`, `user`, `qty`, `released`, `confirmed` (`0`/`1`), `touched` (Unix ms), `gen` |
 //! | `stock:unconfirmed`       | zset   | `{order}` of unconfirmed, unreleased holds, scored by `touched` |
@@ -31,7 +32,15 @@
 //! **Generations.** Each build gets a new `gen`, and holds carry the `gen` of the build they
 //! belong to. A hold left from an earlier build (Redis lost the sale but kept the hold, e.g.
 //! after an eviction) is not part of the rebuilt counters: it never gives stock back to them, and
-//! a reserve of its order id treats it as absent.
+//! a reserve of its order id treats it as absent. A *release* is the exception: a release
+//! that finds no hold of the current build (the sale was lost, or is being rebuilt) marks the
+//! hold key released, and the rebuild writes that order as released — the order is cancelled
+//! or expired in the database, which the rebuild's earlier read may not show yet.
+//!
+//! **Auditing.** Every script that takes or gives back stock also adds the order to or removes
+//! it from the sale's `holds` set, so the audit script can add up the live holds and compare
+//! them with `remaining` and `held` in one atomic step. A sale built before the set existed
+//! (no `layout`) is refused by the audit rather than "repaired" to full stock.
 //!
 //! Lua numbers are doubles: stock counts and Unix-ms times are exact (below 2^53); counters are
 //! changed with HINCRBY and computed numbers written with `%.0f`, never in exponent form.
@@ -42,7 +51,10 @@ use ::redis::{aio::ConnectionManager, Script};
 use async_trait::async_trait;
 use flashsale_redis::Redis;
 
-use super::{OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore};
+use super::{
+    AdoptOutcome, HeldFix, LiveHold, OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest,
+    SaleAudit, StockError, StockStore,
+};
 use crate::{catalog::StoredReservation, sale::Sale};
 
 /// Stored reservations written per load round trip.
@@ -59,7 +71,8 @@ const CONFIRM_CHUNK: usize = 500;
 
 /// Lua shared by the scripts that give stock back.
 const GIVE_BACK: &str = r"
-local function give_back(sale, user, qty, events, sale_id)
+local function give_back(sale, user, qty, events, sale_id, order)
+  redis.call('SREM', sale .. ':holds', order)
   local now_left = redis.call('HINCRBY', sale, 'remaining', qty)
   if now_left > 0 and now_left <= tonumber(qty) then
     redis.call('PUBLISH', events, 'restocked:' .. sale_id)
@@ -75,16 +88,19 @@ end
 /// Decides a buy: `{outcome code, remaining}` (codes: [`OUTCOMES`]).
 /// Publishes `sold_out:<id>` on the events channel when it takes the last unit, and again
 /// whenever it refuses a buy because nothing is left.
-/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel. ARGV: 1 sale id, 2 user,
-/// 3 quantity, 4 now,
-/// 5 order.
+/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel, 6 the sale's holds. ARGV:
+/// 1 sale id, 2 user, 3 quantity, 4 now, 5 order.
 const RESERVE: &str = r"
 local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'limit', 'starts', 'ends', 'gen')
 if s[1] ~= '1' then
   return {0, 0}
 end
 local remaining = tonumber(s[2])
-local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen')
+local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen', 'released')
+if not h[1] and h[5] == '1' then
+  -- Released before a rebuild wrote its hold: a spent order id, like any released one.
+  return {2, remaining}
+end
 local stale = h[1] == ARGV[1] and h[4] ~= s[6]
 if h[1] and not stale then
   if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
@@ -122,6 +138,7 @@ redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
   'confirmed', '0', 'touched', ARGV[4], 'gen', s[6])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+redis.call('SADD', KEYS[6], ARGV[5])
 return {1, remaining}
 ";
 
@@ -137,30 +154,33 @@ const OUTCOMES: [ReserveOutcome; 8] = [
     ReserveOutcome::Conflict,
 ];
 
-/// Gives a held reservation back; 1 the first time, else 0.
+/// Gives a held reservation back; 1 the first time, else 0. A hold of the build in progress
+/// (not ready yet) gives back too. With nothing to give back to — no hold, or one of an earlier
+/// build (the sale was lost) — the release is remembered (`released` = `1` on the hold key, a
+/// bare marker if there was none), and a rebuild writes that order as released.
 /// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order.
 const RELEASE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'gen')
-if not h[1] or h[4] == '1' then
+if h[4] == '1' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'released', '1')
+redis.call('ZREM', KEYS[2], ARGV[2])
+if not h[1] then
   return 0
 end
 local sale = ARGV[1] .. h[1]
-local s = redis.call('HMGET', sale, 'ready', 'gen')
-if s[1] ~= '1' then
+if redis.call('HGET', sale, 'gen') ~= h[5] then
   return 0
 end
-redis.call('ZREM', KEYS[2], ARGV[2])
-if s[2] ~= h[5] then
-  return 0
-end
-give_back(sale, h[2], h[3], KEYS[3], h[1])
-redis.call('HSET', KEYS[1], 'released', '1')
+give_back(sale, h[2], h[3], KEYS[3], h[1], ARGV[2])
 return 1
 ";
 
-/// Drops an unconfirmed, unreleased hold not touched after the cutoff; 1 when dropped.
+/// Drops an unconfirmed (with ARGV 4 = `1`: also a confirmed), unreleased hold not touched
+/// after the cutoff; 1 when dropped.
 /// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order,
-/// 3 cutoff.
+/// 3 cutoff, 4 also confirmed (`0`/`1`).
 const VOID: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'confirmed',
   'touched', 'gen')
@@ -168,13 +188,13 @@ if not h[1] then
   redis.call('ZREM', KEYS[2], ARGV[2])
   return 0
 end
-if h[4] == '1' or h[5] == '1' or tonumber(h[6]) > tonumber(ARGV[3]) then
+if h[4] == '1' or (h[5] == '1' and ARGV[4] ~= '1') or tonumber(h[6]) > tonumber(ARGV[3]) then
   return 0
 end
 local sale = ARGV[1] .. h[1]
 local s = redis.call('HMGET', sale, 'ready', 'gen')
 if s[1] == '1' and s[2] == h[7] then
-  give_back(sale, h[2], h[3], KEYS[3], h[1])
+  give_back(sale, h[2], h[3], KEYS[3], h[1], ARGV[2])
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -195,8 +215,8 @@ return 0
 /// Claims a sale for building: 0 when it is built already, -1 while another load holds the
 /// claim, -2 when a built sale of this id has another limit or window (another database's
 /// sale), else the new generation (the sale is then reset, not yet ready).
-/// KEYS: 1 sale, 2 held, 3 loading, 4 generation. ARGV: 1 stock, 2 limit, 3 starts, 4 ends,
-/// 5 lease (ms).
+/// KEYS: 1 sale, 2 held, 3 loading, 4 generation, 5 the sale's holds. ARGV: 1 stock, 2 limit,
+/// 3 starts, 4 ends, 5 lease (ms).
 const LOAD_BEGIN: &str = r"
 local built = redis.call('HMGET', KEYS[1], 'ready', 'limit', 'starts', 'ends')
 if built[1] == '1' then
@@ -209,27 +229,35 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   return -1
 end
 local gen = string.format('%.0f', redis.call('INCR', KEYS[4]))
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 redis.call('HSET', KEYS[1], 'remaining', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3],
-  'ends', ARGV[4], 'gen', gen)
+  'ends', ARGV[4], 'gen', gen, 'layout', '2')
 redis.call('SET', KEYS[3], gen, 'PX', ARGV[5])
 return tonumber(gen)
 ";
 
-/// Writes a chunk of stored reservations; 0 when the claim was lost, else 1.
-/// KEYS: 1 sale, 2 held, 3 loading, 4 unconfirmed, 5.. holds. ARGV: 1 generation, 2 lease
-/// (ms), 3 sale id, then per hold: order, user, quantity, released (`0`/`1`).
+/// Writes a chunk of stored reservations, each as released if its hold key says so already;
+/// 0 when the claim was lost, else 1.
+/// KEYS: 1 sale, 2 held, 3 loading, 4 unconfirmed, 5 the sale's holds, 6.. holds. ARGV:
+/// 1 generation, 2 lease (ms), 3 sale id, then per hold: order, user, quantity, released
+/// (`0`/`1`).
 const LOAD_CHUNK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[3]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
   return 0
 end
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
-for i = 5, #KEYS do
-  local a = 4 + (i - 5) * 4
+for i = 6, #KEYS do
+  local a = 4 + (i - 6) * 4
   local user, qty, released = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  -- Released (by a release that came while the sale was lost or being built) stays released:
+  -- a release is final.
+  if redis.call('HGET', KEYS[i], 'released') == '1' then
+    released = '1'
+  end
   if released == '0' then
     redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(qty)))
     redis.call('HINCRBY', KEYS[2], user, qty)
+    redis.call('SADD', KEYS[5], ARGV[a])
   end
   redis.call('DEL', KEYS[i])
   redis.call('HSET', KEYS[i], 'sale', ARGV[3], 'user', user, 'qty', qty, 'released', released,
@@ -255,6 +283,112 @@ end
 return {1, remaining}
 ";
 
+/// Checks a sale's counters against its live holds (those in its `holds` set whose hold is of
+/// this sale and build and unreleased) and, with ARGV 4 = `1`, sets them to match, drops set
+/// members that are not live holds, and publishes `restocked` / `sold_out` when `remaining`
+/// crosses zero. Answers `{0, 0, 0, {}, {}}` when the sale is not ready, `{-1, …}` when it was
+/// built without the `holds` set, else `{1, remaining before, remaining after, {user, before,
+/// after, …}, {order, user, qty, touched, …}}`.
+/// KEYS: 1 sale, 2 held, 3 the sale's holds, 4 events channel. ARGV: 1 prefix of hold keys,
+/// 2 sale id, 3 stock, 4 repair (`0`/`1`).
+const AUDIT: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'gen', 'layout')
+if s[1] ~= '1' then
+  return {0, 0, 0, {}, {}}
+end
+if s[4] ~= '2' then
+  return {-1, 0, 0, {}, {}}
+end
+local repair = ARGV[4] == '1'
+local total = 0
+local per_user = {}
+local holds = {}
+for _, order in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local h = redis.call('HMGET', ARGV[1] .. order, 'sale', 'user', 'qty', 'released', 'gen',
+    'touched')
+  if h[1] == ARGV[2] and h[4] == '0' and h[5] == s[3] then
+    local qty = tonumber(h[3])
+    total = total + qty
+    per_user[h[2]] = (per_user[h[2]] or 0) + qty
+    holds[#holds + 1] = order
+    holds[#holds + 1] = h[2]
+    holds[#holds + 1] = h[3]
+    holds[#holds + 1] = h[6]
+  elseif repair then
+    redis.call('SREM', KEYS[3], order)
+  end
+end
+local users = {}
+local function fix(user, before, want)
+  users[#users + 1] = user
+  users[#users + 1] = string.format('%.0f', before)
+  users[#users + 1] = string.format('%.0f', want)
+  if repair then
+    if want == 0 then
+      redis.call('HDEL', KEYS[2], user)
+    else
+      redis.call('HSET', KEYS[2], user, string.format('%.0f', want))
+    end
+  end
+end
+local held = redis.call('HGETALL', KEYS[2])
+local counted = {}
+for i = 1, #held, 2 do
+  local user, units = held[i], tonumber(held[i + 1])
+  counted[user] = true
+  local want = per_user[user] or 0
+  if units ~= want then
+    fix(user, units, want)
+  end
+end
+for user, want in pairs(per_user) do
+  if not counted[user] then
+    fix(user, 0, want)
+  end
+end
+local before = tonumber(s[2])
+local after = tonumber(ARGV[3]) - total
+if repair and after ~= before then
+  redis.call('HSET', KEYS[1], 'remaining', string.format('%.0f', after))
+  if before <= 0 and after > 0 then
+    redis.call('PUBLISH', KEYS[4], 'restocked:' .. ARGV[2])
+  elseif before > 0 and after <= 0 then
+    redis.call('PUBLISH', KEYS[4], 'sold_out:' .. ARGV[2])
+  end
+end
+return {1, s[2], string.format('%.0f', after), users, holds}
+";
+
+/// Makes an order a live, confirmed hold of the sale (taking its stock) unless it holds stock
+/// already: 1 adopted, 2 already held exactly so, 3 held otherwise (conflict), 0 sale not ready.
+/// A hold of an earlier build, or a released one, is replaced.
+/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel, 6 the sale's holds. ARGV:
+/// 1 sale id, 2 user, 3 quantity, 4 order.
+const ADOPT: &str = r"
+local s = redis.call('HMGET', KEYS[1], 'ready', 'gen')
+if s[1] ~= '1' then
+  return 0
+end
+local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'released', 'gen')
+if h[1] and h[4] == '0' and not (h[1] == ARGV[1] and h[5] ~= s[2]) then
+  if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
+    return 2
+  end
+  return 3
+end
+local left = redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(ARGV[3])))
+if left <= 0 and left + tonumber(ARGV[3]) > 0 then
+  redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
+end
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
+  'confirmed', '1', 'touched', '0', 'gen', s[2])
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[6], ARGV[4])
+return 1
+";
+
 /// The compiled scripts (their SHA1s are computed once, here).
 #[derive(Debug)]
 struct Scripts {
@@ -265,6 +399,8 @@ struct Scripts {
     load_begin: Script,
     load_chunk: Script,
     load_finish: Script,
+    audit: Script,
+    adopt: Script,
 }
 
 /// Full keys (and key prefixes) that do not depend on a sale or an order.
@@ -276,6 +412,8 @@ struct Keys {
     generation: String,
     /// `stock:sale:` under the prefix; a sale's key is this plus its id.
     sale_prefix: String,
+    /// `stock:hold:` under the prefix; a hold's key is this plus its `{order}`.
+    hold_prefix: String,
 }
 
 /// Stock in Redis (see the module docs for the key layout), exact under any concurrency across
@@ -318,6 +456,7 @@ impl RedisStock {
                 events: redis.key(flashsale_redis::events::STOCK_EVENTS),
                 generation: redis.key("stock:generation"),
                 sale_prefix: redis.key("stock:sale:"),
+                hold_prefix: redis.key("stock:hold:"),
             }),
             scripts: Arc::new(Scripts {
                 reserve: Script::new(RESERVE),
@@ -327,6 +466,8 @@ impl RedisStock {
                 load_begin: Script::new(LOAD_BEGIN),
                 load_chunk: Script::new(LOAD_CHUNK_SCRIPT),
                 load_finish: Script::new(LOAD_FINISH),
+                audit: Script::new(AUDIT),
+                adopt: Script::new(ADOPT),
             }),
             redis,
         }
@@ -344,8 +485,33 @@ impl RedisStock {
         format!("{}{sale_id}:loading", self.keys.sale_prefix)
     }
 
+    fn holds_key(&self, sale_id: i64) -> String {
+        format!("{}{sale_id}:holds", self.keys.sale_prefix)
+    }
+
     fn hold_key(&self, order: OrderKey) -> String {
-        self.redis.key(&format!("stock:hold:{}", order_hex(order)))
+        format!("{}{}", self.keys.hold_prefix, order_hex(order))
+    }
+
+    async fn void_with(
+        &self,
+        order: OrderKey,
+        before_ms: i64,
+        even_confirmed: bool,
+    ) -> Result<bool, StockError> {
+        let voided: i64 = self
+            .scripts
+            .void
+            .key(self.hold_key(order))
+            .key(&self.keys.unconfirmed)
+            .key(&self.keys.events)
+            .arg(&self.keys.sale_prefix)
+            .arg(order_hex(order))
+            .arg(before_ms)
+            .arg(u8::from(even_confirmed))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(voided == 1)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -364,6 +530,7 @@ impl RedisStock {
                 .key(self.held_key(sale.id))
                 .key(self.loading_key(sale.id))
                 .key(&self.keys.generation)
+                .key(self.holds_key(sale.id))
                 .arg(sale.stock)
                 .arg(sale.per_user_limit)
                 .arg(sale.starts_at_ms)
@@ -417,6 +584,7 @@ impl StockStore for RedisStock {
                 .key(self.held_key(sale.id))
                 .key(self.loading_key(sale.id))
                 .key(&self.keys.unconfirmed)
+                .key(self.holds_key(sale.id))
                 .arg(gen)
                 .arg(lease_ms)
                 .arg(sale.id);
@@ -464,6 +632,7 @@ impl StockStore for RedisStock {
             .key(self.hold_key(req.order))
             .key(&self.keys.unconfirmed)
             .key(&self.keys.events)
+            .key(self.holds_key(req.sale_id))
             .arg(req.sale_id)
             .arg(req.user_id)
             .arg(req.quantity)
@@ -546,18 +715,104 @@ impl StockStore for RedisStock {
     }
 
     async fn void(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
-        let voided: i64 = self
+        self.void_with(order, before_ms, false).await
+    }
+
+    async fn void_absent(&self, order: OrderKey, before_ms: i64) -> Result<bool, StockError> {
+        self.void_with(order, before_ms, true).await
+    }
+
+    async fn audit(&self, sale: &Sale, repair: bool) -> Result<Option<SaleAudit>, StockError> {
+        let (code, remaining_before, remaining_after, users, holds): (
+            i64,
+            i64,
+            i64,
+            Vec<i64>,
+            Vec<String>,
+        ) = self
             .scripts
-            .void
+            .audit
+            .key(self.sale_key(sale.id))
+            .key(self.held_key(sale.id))
+            .key(self.holds_key(sale.id))
+            .key(&self.keys.events)
+            .arg(&self.keys.hold_prefix)
+            .arg(sale.id)
+            .arg(sale.stock)
+            .arg(u8::from(repair))
+            .invoke_async(&mut self.conn())
+            .await?;
+        match code {
+            1 => {}
+            -1 => {
+                return Err(StockError(
+                    format!(
+                        "sale {} was built by an older version without its holds set; \
+                         it cannot be audited until it is rebuilt",
+                        sale.id
+                    )
+                    .into(),
+                ))
+            }
+            _ => return Ok(None),
+        }
+        let users = users
+            .chunks_exact(3)
+            .map(|f| HeldFix {
+                user_id: f[0],
+                before: f[1],
+                after: f[2],
+            })
+            .collect();
+        let malformed =
+            || StockError(format!("audit of sale {} returned a malformed hold", sale.id).into());
+        let holds = holds
+            .chunks_exact(4)
+            .map(|h| {
+                Ok(LiveHold {
+                    order: u128::from_str_radix(&h[0], 16).map_err(|_| malformed())?,
+                    user_id: h[1].parse().map_err(|_| malformed())?,
+                    quantity: h[2].parse().map_err(|_| malformed())?,
+                    touched_ms: h[3].parse().map_err(|_| malformed())?,
+                })
+            })
+            .collect::<Result<_, StockError>>()?;
+        Ok(Some(SaleAudit {
+            remaining_before,
+            remaining_after,
+            users,
+            holds,
+        }))
+    }
+
+    async fn adopt(
+        &self,
+        sale_id: i64,
+        order: OrderKey,
+        user_id: i64,
+        quantity: i64,
+    ) -> Result<AdoptOutcome, StockError> {
+        let code: i64 = self
+            .scripts
+            .adopt
+            .key(self.sale_key(sale_id))
+            .key(self.held_key(sale_id))
             .key(self.hold_key(order))
             .key(&self.keys.unconfirmed)
             .key(&self.keys.events)
-            .arg(&self.keys.sale_prefix)
+            .key(self.holds_key(sale_id))
+            .arg(sale_id)
+            .arg(user_id)
+            .arg(quantity)
             .arg(order_hex(order))
-            .arg(before_ms)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(voided == 1)
+        Ok(match code {
+            1 => AdoptOutcome::Adopted,
+            2 => AdoptOutcome::AlreadyHeld,
+            3 => AdoptOutcome::Conflict,
+            _ => AdoptOutcome::NotTracked,
+        })
     }
 }
 
