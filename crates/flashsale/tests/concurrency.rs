@@ -55,7 +55,11 @@ async fn rush(backend: Backend) {
     // debug build, where the default 500 ms budget would turn queueing into 504s. Latency is
     // measured by `flashsale bench`, not here.
     let Some(app) = TestApp::spawn_on_with(backend, |c| {
-        c.gateway.budget_ms = 5_000;
+        c.gateway.budget_ms = 20_000;
+        // The timing rules of `Config::check`: a queued buy may be as old as its budget, and
+        // holds are voided only well after that.
+        c.order.max_accept_age_ms = 25_000;
+        c.inventory.reservation_grace_ms = 45_000;
         // Likewise for Redis calls: 2,000 buyers at once queue up in this debug build.
         c.redis.response_timeout_ms = 5_000;
     })
