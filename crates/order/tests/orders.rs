@@ -169,7 +169,10 @@ async fn the_same_request_five_times_is_one_order(t: TestDatabase) {
     assert_eq!(queue.depth(), 1, "the journal counted a duplicate as new");
     let mut new_rows = 0;
     for _ in 0..5 {
-        new_rows += store.insert_batch(&[same.clone()], 60_000).await.unwrap();
+        new_rows += store
+            .insert_batch(std::slice::from_ref(&same), 60_000)
+            .await
+            .unwrap();
     }
     // And all five in one batch, as a redelivered batch would carry them.
     new_rows += store
