@@ -10,7 +10,6 @@ use std::{collections::HashSet, sync::Arc};
 
 use common::{ip, TestApp};
 use flashsale_storage::{on_every_engine, testing::TestDatabase};
-use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use tokio::sync::Barrier;
 
@@ -29,14 +28,7 @@ async fn a_rush_sells_exactly_the_stock(t: TestDatabase) {
     .await;
     let app = Arc::new(app);
     let sale = app.open_sale(STOCK, 1).await;
-    let tokens: Vec<String> = stream::iter(0..BUYERS)
-        .map(|n| {
-            let app = Arc::clone(&app);
-            async move { app.customer(&format!("buyer{n}@example.com"), &ip(n)).await }
-        })
-        .buffered(16)
-        .collect()
-        .await;
+    let tokens = app.customers(BUYERS).await;
 
     let barrier = Arc::new(Barrier::new(BUYERS));
     let buyers: Vec<_> = tokens

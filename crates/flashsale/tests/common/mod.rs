@@ -238,6 +238,20 @@ impl Api {
         self.login_as(email, PASSWORD, ip).await
     }
 
+    /// Registers and logs in customers `buyer0@example.com` … (number `n` from [`ip`]`(n)`), a
+    /// few at a time; returns their tokens in order.
+    pub async fn customers(&self, count: usize) -> Vec<String> {
+        use futures::StreamExt;
+        futures::stream::iter(0..count)
+            .map(|n| async move {
+                self.customer(&format!("buyer{n}@example.com"), &ip(n))
+                    .await
+            })
+            .buffered(32)
+            .collect()
+            .await
+    }
+
     /// The admin's token (logged in on first use).
     pub async fn admin(&self) -> String {
         self.admin_token
