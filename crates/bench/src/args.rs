@@ -68,7 +68,7 @@ pub struct BenchArgs {
     #[arg(long, env = "FLASHSALE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// Database of the gateway given with `--url`, for the guarantee check (with `--spawn` it is
-    /// the spawned server's).
+    /// the spawned server's): `sqlite://PATH`, `postgres://…` or `mysql://…` / `mariadb://…`.
     #[arg(long)]
     pub database_url: Option<String>,
 }

@@ -98,36 +98,37 @@ pub async fn facts_from_db(
     sale: i64,
     mut base: Facts,
 ) -> Result<Facts, BenchError> {
-    let pool =
+    let db =
         flashsale_storage::connect(database_url, flashsale_storage::Durability::Process, 2).await?;
-    let live = "status NOT IN ('cancelled', 'expired')";
-    let (units,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COALESCE(SUM(quantity), 0) FROM orders WHERE sale_id = ? AND {live}"
-    ))
-    .bind(sale)
-    .fetch_one(&pool)
-    .await?;
-    base.live_units = units;
-    base.over_limit = sqlx::query_as(&format!(
-        "SELECT user_id, SUM(quantity) FROM orders WHERE sale_id = ? AND {live}
-         GROUP BY user_id HAVING SUM(quantity) > ?"
-    ))
-    .bind(sale)
-    .bind(base.limit)
-    .fetch_all(&pool)
-    .await?;
-    base.duplicate_keys = sqlx::query_as(
-        "SELECT user_id, idempotency_key FROM orders GROUP BY user_id, idempotency_key
-         HAVING COUNT(*) > 1",
-    )
-    .fetch_all(&pool)
-    .await?;
-    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM orders WHERE sale_id = ?")
-        .bind(sale)
-        .fetch_all(&pool)
+    // Sums are added up here rather than in SQL: `SUM` is NUMERIC/DECIMAL on PostgreSQL and
+    // MySQL, so one statement decodes alike on every engine.
+    let live: Vec<(i64, i64)> = db
+        .fetch_all(
+            "SELECT user_id, quantity FROM orders WHERE sale_id = ? AND status NOT IN ('cancelled', 'expired')",
+            &[sale.into()],
+        )
+        .await?;
+    let mut per_user = std::collections::BTreeMap::<i64, i64>::new();
+    for (user, quantity) in live {
+        *per_user.entry(user).or_default() += quantity;
+    }
+    base.live_units = per_user.values().sum();
+    base.over_limit = per_user
+        .into_iter()
+        .filter(|(_, units)| *units > base.limit)
+        .collect();
+    base.duplicate_keys = db
+        .fetch_all(
+            "SELECT user_id, idempotency_key FROM orders GROUP BY user_id, idempotency_key
+             HAVING COUNT(*) > 1",
+            &[],
+        )
+        .await?;
+    let ids: Vec<(String,)> = db
+        .fetch_all("SELECT id FROM orders WHERE sale_id = ?", &[sale.into()])
         .await?;
     base.stored_ids = ids.into_iter().map(|(id,)| id).collect();
-    pool.close().await;
+    db.close().await;
     Ok(base)
 }
 
@@ -202,49 +203,36 @@ mod tests {
         assert!(judge(&f).is_empty());
     }
 
-    /// The SQL side: a real database with deliberately broken rows.
-    #[tokio::test]
-    async fn broken_database_rows_are_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let pool = flashsale_storage::connect(&url, flashsale_storage::Durability::Process, 1)
-            .await
-            .unwrap();
+    /// The SQL side: a real database (every engine) with deliberately broken rows.
+    async fn broken_database_rows_are_found(t: flashsale_storage::testing::TestDatabase) {
         let rows = [
             // user 1 twice with one key (impossible under the UNIQUE constraint: see below),
             // user 2 over the limit with two keys, user 3 fine, user 4 cancelled (not live).
-            ("o1", 1, "k1", "created"),
+            ("o1", 1_i64, "k1", "created"),
             ("o2", 2, "k2", "created"),
             ("o3", 2, "k3", "paid"),
             ("o4", 3, "k4", "created"),
             ("o5", 4, "k5", "cancelled"),
         ];
+        let insert = "INSERT INTO orders (id, user_id, sale_id, quantity, price_cents, idempotency_key,
+             status, created_at_ms, updated_at_ms, expires_at_ms) VALUES (?, ?, 1, 1, 100, ?, ?, 0, 0, 0)";
         for (id, user, key, status) in rows {
-            sqlx::query(
-                "INSERT INTO orders (id, user_id, sale_id, quantity, price_cents, idempotency_key,
-                 status, created_at_ms, updated_at_ms, expires_at_ms) VALUES (?, ?, 1, 1, 100, ?, ?, 0, 0, 0)",
-            )
-            .bind(id)
-            .bind(user)
-            .bind(key)
-            .bind(status)
-            .execute(&pool)
-            .await
-            .unwrap();
+            t.db.execute(insert, &[id.into(), user.into(), key.into(), status.into()])
+                .await
+                .unwrap();
         }
-        // The schema forbids a duplicate (user, key): prove it, then check the query on a copy
-        // of the table without the constraint.
-        let dup = sqlx::query(
-            "INSERT INTO orders (id, user_id, sale_id, quantity, price_cents, idempotency_key,
-             status, created_at_ms, updated_at_ms, expires_at_ms) VALUES ('o6', 1, 1, 1, 100, 'k1', 'created', 0, 0, 0)",
-        )
-        .execute(&pool)
-        .await;
+        // The schema forbids a duplicate (user, key): prove it.
+        let dup =
+            t.db.execute(
+                insert,
+                &["o6".into(), 1_i64.into(), "k1".into(), "created".into()],
+            )
+            .await;
         assert!(
-            dup.is_err(),
-            "the UNIQUE constraint should refuse a duplicate key"
+            dup.as_ref()
+                .is_err_and(flashsale_storage::is_unique_violation),
+            "the UNIQUE constraint should refuse a duplicate key: {dup:?}"
         );
-        pool.close().await;
 
         let base = Facts {
             stock: 3,
@@ -255,7 +243,7 @@ mod tests {
             remaining: 0,
             ..Facts::default()
         };
-        let f = facts_from_db(&url, 1, base).await.unwrap();
+        let f = facts_from_db(&t.url, 1, base).await.unwrap();
         assert_eq!(f.live_units, 4);
         assert_eq!(f.over_limit, vec![(2, 2)]);
         assert!(f.duplicate_keys.is_empty());
@@ -270,4 +258,6 @@ mod tests {
             "{v:?}"
         );
     }
+
+    flashsale_storage::on_every_engine!(broken_database_rows_are_found);
 }

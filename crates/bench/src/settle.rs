@@ -23,18 +23,21 @@ pub struct Settled {
 /// Polls the database until no request of `sale` is left in the queue and at least
 /// `accepted` orders exist.
 pub async fn wait(database_url: &str, sale: i64, accepted: i64) -> Result<Settled, BenchError> {
-    let pool =
+    let db =
         flashsale_storage::connect(database_url, flashsale_storage::Durability::Process, 1).await?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let result = loop {
-        let (queued,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM order_queue WHERE sale_id = ?")
-                .bind(sale)
-                .fetch_one(&pool)
-                .await?;
-        let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE sale_id = ?")
-            .bind(sale)
-            .fetch_one(&pool)
+        let (queued,): (i64,) = db
+            .fetch_one(
+                "SELECT COUNT(*) FROM order_queue WHERE sale_id = ?",
+                &[sale.into()],
+            )
+            .await?;
+        let (orders,): (i64,) = db
+            .fetch_one(
+                "SELECT COUNT(*) FROM orders WHERE sale_id = ?",
+                &[sale.into()],
+            )
             .await?;
         let drained = queued == 0 && orders >= accepted;
         if drained || Instant::now() >= deadline {
@@ -46,6 +49,6 @@ pub async fn wait(database_url: &str, sale: i64, accepted: i64) -> Result<Settle
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    pool.close().await;
+    db.close().await;
     Ok(result)
 }

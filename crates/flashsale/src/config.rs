@@ -88,9 +88,11 @@ pub struct RetiredKeyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// Database URL; default `sqlite://<data_dir>/flashsale.db`.
+    /// Database URL, which chooses the engine (`FLASHSALE_DATABASE_URL`): `sqlite://PATH`
+    /// (default `sqlite://<data_dir>/flashsale.db`), `postgres://…`/`postgresql://…`, or
+    /// `mysql://…`/`mariadb://…`.
     pub database_url: Option<String>,
-    /// Commit durability of the embedded database.
+    /// Commit durability (SQLite's fsync policy; on the servers see `flashsale_storage::connect`).
     pub durability: Durability,
     /// Directory for the embedded database and (in `dev`) the generated signing key.
     pub data_dir: PathBuf,
@@ -152,8 +154,10 @@ impl Default for Config {
 impl Config {
     /// Checks rules that span several sections.
     pub fn check(&self) -> Result<(), String> {
-        // A request that passed the queue's age check may still wait for the database write
-        // lock before it commits; the grace period must outlast both, with room to spare.
+        // A request that passed the queue's age check may still wait for a database lock before
+        // it commits; the grace period must outlast both, with room to spare. BUSY_TIMEOUT bounds
+        // that wait on every engine (SQLite busy timeout, PostgreSQL lock/statement timeout,
+        // MySQL lock wait timeouts).
         let lock_wait_ms =
             u64::try_from(flashsale_storage::BUSY_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
         let needed = self

@@ -35,7 +35,7 @@ use flashsale_order::{
 };
 use flashsale_proto::inventory::inventory_client::InventoryClient;
 use flashsale_redis::Redis;
-use flashsale_storage::{Durability, SqlitePool};
+use flashsale_storage::{Database, Durability};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,7 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartupError> {
         .map_err(io("cannot read the bound address"))
 }
 
-async fn open_database(config: &Config) -> Result<SqlitePool, StartupError> {
+async fn open_database(config: &Config) -> Result<Database, StartupError> {
     let url = config.database_url();
     if config.database_url.is_none() {
         tokio::fs::create_dir_all(&config.data_dir)
@@ -230,7 +230,7 @@ async fn dev_secret(data_dir: &Path) -> Result<String, StartupError> {
 
 async fn build_auth(
     config: &Config,
-    pool: SqlitePool,
+    db: Database,
     keys: TokenKeys,
     redis: Option<&Redis>,
 ) -> Result<AuthService, StartupError> {
@@ -245,7 +245,7 @@ async fn build_auth(
     };
     let service = AuthService::new(
         &config.auth,
-        Arc::new(SqlUserStore::new(pool)),
+        Arc::new(SqlUserStore::new(db)),
         sessions,
         keys,
     )?;
@@ -261,7 +261,7 @@ async fn build_auth(
 /// whose stock is not tracked yet are rebuilt only after the grace period.
 async fn build_inventory(
     config: &Config,
-    pool: SqlitePool,
+    db: Database,
     workers_shutdown: &CancellationToken,
     redis: Option<&Redis>,
     restarts_alone: bool,
@@ -275,7 +275,7 @@ async fn build_inventory(
             ))
         }
     };
-    let catalog = Arc::new(SqlCatalog::new(pool));
+    let catalog = Arc::new(SqlCatalog::new(db));
     let grace = Duration::from_millis(config.inventory.reservation_grace_ms);
     let service = if restarts_alone {
         InventoryService::open_paused(catalog, stock, grace).await?
@@ -310,14 +310,14 @@ pub fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupE
 /// The order service and its background workers (consumer, expiry sweeper).
 async fn build_order(
     config: &Config,
-    pool: SqlitePool,
+    db: Database,
     inventory_addr: &str,
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
     let max_age_ms = i64::try_from(config.order.max_accept_age_ms).unwrap_or(i64::MAX);
     let queue: Arc<dyn OrderQueue> =
-        JournalQueue::open(pool.clone(), config.order.journal_batch_max, max_age_ms).await?;
-    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(pool));
+        JournalQueue::open(db.clone(), config.order.journal_batch_max, max_age_ms).await?;
+    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(db));
     let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
     let timeout_ms =
         i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -427,7 +427,7 @@ impl DevApp {
     /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
     pub async fn build(config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Config)?;
-        let pool = open_database(&config).await?;
+        let db = open_database(&config).await?;
         let keys = token_keys(&config, true).await?;
         let http = bind(&config.http_addr.to_string()).await?;
         let http_addr = local_addr(&http)?;
@@ -452,16 +452,16 @@ impl DevApp {
                 || inventory_uses_redis(&config),
         )
         .await?;
-        let auth = build_auth(&config, pool.clone(), keys.clone(), redis.as_ref()).await?;
+        let auth = build_auth(&config, db.clone(), keys.clone(), redis.as_ref()).await?;
         let (inventory, inventory_workers) = build_inventory(
             &config,
-            pool.clone(),
+            db.clone(),
             &workers_shutdown,
             redis.as_ref(),
             false,
         )
         .await?;
-        let (order, mut workers) = build_order(&config, pool, &inv_addr, &workers_shutdown).await?;
+        let (order, mut workers) = build_order(&config, db, &inv_addr, &workers_shutdown).await?;
         workers.extend(inventory_workers);
         let servers = vec![
             spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
@@ -570,12 +570,12 @@ impl ServiceApp {
                 });
             }
             Service::Auth => {
-                let pool = open_database(&config).await?;
+                let db = open_database(&config).await?;
                 let keys = token_keys(&config, false).await?;
                 let listener = bind(&config.services.auth).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, auth_uses_redis(&config)).await?;
-                let auth = build_auth(&config, pool, keys, redis.as_ref()).await?;
+                let auth = build_auth(&config, db, keys, redis.as_ref()).await?;
                 (
                     addr,
                     spawn_grpc(listener, auth.into_server(), server_shutdown.clone()),
@@ -583,12 +583,12 @@ impl ServiceApp {
                 )
             }
             Service::Inventory => {
-                let pool = open_database(&config).await?;
+                let db = open_database(&config).await?;
                 let listener = bind(&config.services.inventory).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, inventory_uses_redis(&config)).await?;
                 let (inventory, workers) =
-                    build_inventory(&config, pool, &workers_shutdown, redis.as_ref(), true).await?;
+                    build_inventory(&config, db, &workers_shutdown, redis.as_ref(), true).await?;
                 (
                     addr,
                     spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),
@@ -596,12 +596,11 @@ impl ServiceApp {
                 )
             }
             Service::Order => {
-                let pool = open_database(&config).await?;
+                let db = open_database(&config).await?;
                 let listener = bind(&config.services.order).await?;
                 let addr = local_addr(&listener)?;
                 let (order, workers) =
-                    build_order(&config, pool, &config.services.inventory, &workers_shutdown)
-                        .await?;
+                    build_order(&config, db, &config.services.inventory, &workers_shutdown).await?;
                 (
                     addr,
                     spawn_grpc(listener, order.into_server(), server_shutdown.clone()),

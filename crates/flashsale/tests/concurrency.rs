@@ -13,7 +13,6 @@ use std::{
 };
 
 use common::{ip, Backend, TestApp};
-use futures::{stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Barrier;
@@ -71,14 +70,7 @@ async fn rush(backend: Backend) {
     let sale = app.open_sale(STOCK, 1).await;
 
     // Prepare the buyers (not part of the rush).
-    let tokens: Vec<String> = stream::iter(0..BUYERS)
-        .map(|n| {
-            let app = Arc::clone(&app);
-            async move { app.customer(&format!("buyer{n}@example.com"), &ip(n)).await }
-        })
-        .buffered(64)
-        .collect()
-        .await;
+    let tokens = app.customers(BUYERS).await;
 
     // The rush: every buyer released at once.
     let barrier = Arc::new(Barrier::new(BUYERS));

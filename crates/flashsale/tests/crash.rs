@@ -165,8 +165,8 @@ async fn crash_and_restart(env: &[(&str, String)], settle: Duration) {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
-            .fetch_one(&pool)
+        let (queued,): (i64,) = pool
+            .fetch_one("SELECT COUNT(*) FROM order_queue", &[])
             .await
             .unwrap();
         if queued == 0 {
@@ -178,12 +178,13 @@ async fn crash_and_restart(env: &[(&str, String)], settle: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT id, quantity FROM orders WHERE sale_id = ?")
-            .bind(sale_id)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let rows: Vec<(String, i64)> = pool
+        .fetch_all(
+            "SELECT id, quantity FROM orders WHERE sale_id = ?",
+            &[sale_id.into()],
+        )
+        .await
+        .unwrap();
     let stored: HashSet<String> = rows.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(stored.len(), rows.len(), "an order id is stored twice");
     let missing: Vec<&String> = accepted.difference(&stored).collect();
@@ -246,14 +247,11 @@ async fn graceful_stop_writes_every_accepted_order_before_exiting() {
     let pool = flashsale_storage::connect(&db, flashsale_storage::Durability::Process, 1)
         .await
         .unwrap();
-    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
-        .fetch_one(&pool)
+    let (queued,): (i64,) = pool
+        .fetch_one("SELECT COUNT(*) FROM order_queue", &[])
         .await
         .unwrap();
-    let stored: Vec<(String,)> = sqlx::query_as("SELECT id FROM orders")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let stored: Vec<(String,)> = pool.fetch_all("SELECT id FROM orders", &[]).await.unwrap();
     assert_eq!(
         queued, 0,
         "requests left in the journal after a graceful stop"

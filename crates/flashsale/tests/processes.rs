@@ -465,9 +465,11 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
     .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders WHERE sale_id = ?")
-            .bind(sale_id)
-            .fetch_one(&pool)
+        let (stored,): (i64,) = pool
+            .fetch_one(
+                "SELECT COUNT(*) FROM orders WHERE sale_id = ?",
+                &[sale_id.into()],
+            )
             .await
             .unwrap();
         if stored == 50 {

@@ -6,8 +6,8 @@
 //! can neither lose a sold unit nor resurrect one.
 
 use async_trait::async_trait;
-use flashsale_storage::SqlitePool;
-use sqlx::{QueryBuilder, Sqlite};
+use flashsale_storage::{with_pool, Database};
+use sqlx::QueryBuilder;
 
 use crate::sale::{NewSale, Sale};
 
@@ -44,18 +44,21 @@ pub trait Catalog: Send + Sync + 'static {
     async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError>;
 }
 
-/// Sales in the SQL database.
+/// Sales in the SQL database (any engine).
 #[derive(Debug, Clone)]
 pub struct SqlCatalog {
-    pool: SqlitePool,
+    db: Database,
 }
 
 impl SqlCatalog {
-    /// A catalog over an open, migrated pool.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// A catalog over an open, migrated database.
+    pub fn new(db: impl Into<Database>) -> Self {
+        Self { db: db.into() }
     }
 }
+
+const INSERT_SALE: &str = "INSERT INTO sales (name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms, created_at_ms)
+     VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 type SaleRow = (i64, String, i64, i64, i64, i64, i64);
 
@@ -74,22 +77,20 @@ fn sale_from_row(r: SaleRow) -> Sale {
 #[async_trait]
 impl Catalog for SqlCatalog {
     async fn create(&self, sale: &NewSale) -> Result<Sale, CatalogError> {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO sales (name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms, created_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(sale.name.trim())
-        .bind(sale.price_cents)
-        .bind(sale.stock)
-        .bind(sale.per_user_limit)
-        .bind(sale.starts_at_ms)
-        .bind(sale.ends_at_ms)
-        .bind(flashsale_storage::now_ms())
-        .fetch_one(&self.pool)
-        .await?;
+        let name = sale.name.trim();
+        let args = [
+            name.into(),
+            sale.price_cents.into(),
+            sale.stock.into(),
+            sale.per_user_limit.into(),
+            sale.starts_at_ms.into(),
+            sale.ends_at_ms.into(),
+            flashsale_storage::now_ms().into(),
+        ];
+        let id = self.db.insert_returning_id(INSERT_SALE, &args).await?;
         Ok(Sale {
             id,
-            name: sale.name.trim().to_owned(),
+            name: name.to_owned(),
             price_cents: sale.price_cents,
             stock: sale.stock,
             per_user_limit: sale.per_user_limit,
@@ -99,25 +100,29 @@ impl Catalog for SqlCatalog {
     }
 
     async fn list(&self) -> Result<Vec<Sale>, CatalogError> {
-        let rows: Vec<SaleRow> = sqlx::query_as(
-            "SELECT id, name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms FROM sales ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<SaleRow> = self
+            .db
+            .fetch_all(
+                "SELECT id, name, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms FROM sales ORDER BY id",
+                &[],
+            )
+            .await?;
         Ok(rows.into_iter().map(sale_from_row).collect())
     }
 
     async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError> {
         // One statement, so one consistent snapshot even while the order consumer moves
         // requests from the journal into `orders`.
-        let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(
-            "SELECT id, sale_id, user_id, quantity, status IN ('cancelled', 'expired') FROM orders
-             UNION ALL
-             SELECT q.order_id, q.sale_id, q.user_id, q.quantity, 0 FROM order_queue q
-             WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = q.order_id)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, i64, i64, i64, bool)> = self
+            .db
+            .fetch_all(
+                "SELECT id, sale_id, user_id, quantity, status IN ('cancelled', 'expired') FROM orders
+                 UNION ALL
+                 SELECT q.order_id, q.sale_id, q.user_id, q.quantity, FALSE FROM order_queue q
+                 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = q.order_id)",
+                &[],
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -135,19 +140,20 @@ impl Catalog for SqlCatalog {
     async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError> {
         let mut known = Vec::new();
         for chunk in order_ids.chunks(500) {
-            let mut qb: QueryBuilder<'_, Sqlite> =
-                QueryBuilder::new("SELECT id FROM orders WHERE id IN (");
-            let mut ids = qb.separated(", ");
-            for id in chunk {
-                ids.push_bind(id);
-            }
-            qb.push(") UNION SELECT order_id FROM order_queue WHERE order_id IN (");
-            let mut ids = qb.separated(", ");
-            for id in chunk {
-                ids.push_bind(id);
-            }
-            qb.push(")");
-            let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<(String,)> = with_pool!(&self.db, pool, DB => {
+                let mut qb = QueryBuilder::<DB>::new("SELECT id FROM orders WHERE id IN (");
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id);
+                }
+                qb.push(") UNION SELECT order_id FROM order_queue WHERE order_id IN (");
+                let mut ids = qb.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await
+            })?;
             known.extend(rows.into_iter().map(|(id,)| id));
         }
         Ok(known)

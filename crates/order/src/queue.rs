@@ -7,7 +7,7 @@
 //! idempotent (the order table's keys are).
 //!
 //! [`JournalQueue`] is the embedded backend: a group-commit journal in the SQL database (the
-//! `order_queue` table). Publishers hand requests to one writer task, which commits everything
+//! `order_queue` table, on whichever engine the database URL chose). Publishers hand requests to one writer task, which commits everything
 //! that arrived in one transaction, then answers all of them and hands the batch to the
 //! consumer. Under a rush thousands of requests share one commit.
 
@@ -17,8 +17,8 @@ use std::sync::{
 };
 
 use async_trait::async_trait;
-use flashsale_storage::SqlitePool;
-use sqlx::{QueryBuilder, Sqlite};
+use flashsale_storage::{with_pool, Arg, Database};
+use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::model::OrderRequest;
@@ -68,9 +68,9 @@ pub trait OrderQueue: Send + Sync + 'static {
 
 type Publish = (OrderRequest, oneshot::Sender<Result<(), QueueError>>);
 
-/// The embedded queue: a group-commit journal in the SQL database.
+/// The embedded queue: a group-commit journal in the SQL database (any engine).
 pub struct JournalQueue {
-    pool: SqlitePool,
+    db: Database,
     publish_tx: mpsc::Sender<Publish>,
     deliveries: Mutex<mpsc::UnboundedReceiver<OrderRequest>>,
     depth: Arc<AtomicI64>,
@@ -109,14 +109,12 @@ impl JournalQueue {
     /// up, and the inventory may give its stock back once a reservation is older than its grace
     /// period. Refusing late commits is what makes that safe (grace > `max_age_ms`).
     pub async fn open(
-        pool: SqlitePool,
+        db: impl Into<Database>,
         batch_max: usize,
         max_age_ms: i64,
     ) -> Result<Arc<Self>, QueueError> {
-        let leftover: Vec<JournalRow> =
-            sqlx::query_as(&format!("{SELECT_JOURNAL} ORDER BY accepted_at_ms"))
-                .fetch_all(&pool)
-                .await?;
+        let db = db.into();
+        let leftover = select_journal(&db, "ORDER BY accepted_at_ms", &[]).await?;
         let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
         let depth = Arc::new(AtomicI64::new(0));
         if !leftover.is_empty() {
@@ -125,11 +123,11 @@ impl JournalQueue {
         for row in leftover {
             depth.fetch_add(1, Ordering::Relaxed);
             // The receiver is alive: it is in `deliver_rx` right here.
-            let _ = deliver_tx.send(from_row(row));
+            let _ = deliver_tx.send(row);
         }
         let (publish_tx, publish_rx) = mpsc::channel(batch_max.max(1) * 8);
         tokio::spawn(write_journal(
-            pool.clone(),
+            db.clone(),
             publish_rx,
             deliver_tx,
             Arc::clone(&depth),
@@ -137,7 +135,7 @@ impl JournalQueue {
             max_age_ms,
         ));
         Ok(Arc::new(Self {
-            pool,
+            db,
             publish_tx,
             deliveries: Mutex::new(deliver_rx),
             depth,
@@ -147,7 +145,7 @@ impl JournalQueue {
 
 /// The writer task: commits whatever publishers queued in one transaction, then answers them.
 async fn write_journal(
-    pool: SqlitePool,
+    db: Database,
     mut publish_rx: mpsc::Receiver<Publish>,
     deliver_tx: mpsc::UnboundedSender<OrderRequest>,
     depth: Arc<AtomicI64>,
@@ -169,7 +167,7 @@ async fn write_journal(
         if batch.is_empty() {
             continue;
         }
-        let result = insert_journal(&pool, &batch).await;
+        let result = insert_journal(&db, &batch).await;
         match result {
             Ok(new) => {
                 depth.fetch_add(i64::try_from(new).unwrap_or(0), Ordering::Relaxed);
@@ -197,21 +195,37 @@ fn report_depth(depth: &AtomicI64) {
 }
 
 /// Appends a batch in one statement; returns how many requests were new to the journal.
-async fn insert_journal(pool: &SqlitePool, batch: &[Publish]) -> Result<u64, sqlx::Error> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-        "INSERT INTO order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms) ",
-    );
-    qb.push_values(batch.iter().map(|(r, _)| r), |mut b, r| {
-        b.push_bind(&r.order_id)
-            .push_bind(r.user_id)
-            .push_bind(r.sale_id)
-            .push_bind(r.quantity)
-            .push_bind(r.price_cents)
-            .push_bind(&r.idempotency_key)
-            .push_bind(r.accepted_at_ms);
-    });
-    qb.push(" ON CONFLICT (order_id) DO NOTHING");
-    Ok(qb.build().execute(pool).await?.rows_affected())
+async fn insert_journal(db: &Database, batch: &[Publish]) -> Result<u64, sqlx::Error> {
+    let (insert, skip_duplicates) = db.engine().insert_skipping_duplicates();
+    with_pool!(db, pool, DB => {
+        let mut qb = QueryBuilder::<DB>::new(format!(
+            "{insert} order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms) ",
+        ));
+        qb.push_values(batch.iter().map(|(r, _)| r), |mut b, r| {
+            b.push_bind(&r.order_id)
+                .push_bind(r.user_id)
+                .push_bind(r.sale_id)
+                .push_bind(r.quantity)
+                .push_bind(r.price_cents)
+                .push_bind(&r.idempotency_key)
+                .push_bind(r.accepted_at_ms);
+        });
+        // The order id is the journal's only unique key.
+        qb.push(skip_duplicates);
+        qb.build().execute(pool).await.map(|r| r.rows_affected())
+    })
+}
+
+/// The journal rows `sql` (after [`SELECT_JOURNAL`], `?` placeholders) selects.
+async fn select_journal(
+    db: &Database,
+    sql: &str,
+    args: &[Arg<'_>],
+) -> Result<Vec<OrderRequest>, sqlx::Error> {
+    let rows: Vec<JournalRow> = db
+        .fetch_all(&format!("{SELECT_JOURNAL} {sql}"), args)
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
 }
 
 #[async_trait]
@@ -248,14 +262,15 @@ impl OrderQueue for JournalQueue {
         if order_ids.is_empty() {
             return Ok(());
         }
-        let mut qb: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("DELETE FROM order_queue WHERE order_id IN (");
-        let mut list = qb.separated(", ");
-        for id in order_ids {
-            list.push_bind(id);
-        }
-        qb.push(")");
-        let deleted = qb.build().execute(&self.pool).await?.rows_affected();
+        let deleted = with_pool!(&self.db, pool, DB => {
+                let mut qb = QueryBuilder::<DB>::new("DELETE FROM order_queue WHERE order_id IN (");
+                let mut list = qb.separated(", ");
+                for id in order_ids {
+                    list.push_bind(id);
+                }
+                qb.push(")");
+                qb.build().execute(pool).await.map(|r| r.rows_affected())
+        })?;
         self.depth
             .fetch_sub(i64::try_from(deleted).unwrap_or(0), Ordering::Relaxed);
         report_depth(&self.depth);
@@ -263,12 +278,8 @@ impl OrderQueue for JournalQueue {
     }
 
     async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
-        let row: Option<JournalRow> =
-            sqlx::query_as(&format!("{SELECT_JOURNAL} WHERE order_id = ?"))
-                .bind(order_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(from_row))
+        let rows = select_journal(&self.db, "WHERE order_id = ?", &[order_id.into()]).await?;
+        Ok(rows.into_iter().next())
     }
 
     async fn find_for_user(
@@ -276,14 +287,12 @@ impl OrderQueue for JournalQueue {
         user_id: i64,
         limit: i64,
     ) -> Result<Vec<OrderRequest>, QueueError> {
-        let rows: Vec<JournalRow> = sqlx::query_as(&format!(
-            "{SELECT_JOURNAL} WHERE user_id = ? ORDER BY accepted_at_ms DESC LIMIT ?"
-        ))
-        .bind(user_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(from_row).collect())
+        Ok(select_journal(
+            &self.db,
+            "WHERE user_id = ? ORDER BY accepted_at_ms DESC LIMIT ?",
+            &[user_id.into(), limit.into()],
+        )
+        .await?)
     }
 
     fn depth(&self) -> i64 {

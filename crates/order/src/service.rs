@@ -67,6 +67,13 @@ pub fn order_to_pb(o: &Order) -> pb::Order {
 /// How far in the future an order request's acceptance time may be (clocks of other machines).
 const MAX_CLOCK_SKEW_MS: i64 = 5_000;
 
+/// Longest order id the schema stores (`VARCHAR(64)` on MySQL; the gateway sends 36-byte
+/// lowercase UUIDs).
+pub const MAX_ORDER_ID_BYTES: usize = 64;
+
+/// Longest idempotency key the schema stores (`VARCHAR(255)` on MySQL; the gateway allows 128).
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
 /// Most orders `ListOrders` returns.
 const LIST_LIMIT: i64 = 1000;
 
@@ -185,6 +192,21 @@ impl Orders for OrderService {
             return Err(Status::invalid_argument(
                 "order_id, quantity ≥ 1 and idempotency_key are required",
             ));
+        }
+        // The widths of the key columns on every engine (MySQL's `INSERT IGNORE` would truncate),
+        // and ids in one case (MySQL compares them case-insensitively).
+        let canonical_id = order
+            .order_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if order.order_id.len() > MAX_ORDER_ID_BYTES
+            || !canonical_id
+            || order.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        {
+            return Err(Status::invalid_argument(format!(
+                "order_id must be at most {MAX_ORDER_ID_BYTES} lowercase letters, digits or '-', \
+                 idempotency_key at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+            )));
         }
         self.queue
             .publish(OrderRequest {

@@ -1,14 +1,16 @@
 //! Order storage: batch inserts that absorb duplicates, reads, and optimistic-locking
 //! transitions.
 //!
-//! [`OrderStore`] is the trait; [`SqlOrderStore`] implements it on the SQL database. Inserts
-//! skip rows whose order id or `(user_id, idempotency_key)` already exist, so a redelivered
-//! queue message creates nothing new. A transition updates a row only if its `version` is still
+//! [`OrderStore`] is the trait; [`SqlOrderStore`] implements it on the SQL database, whichever
+//! engine it is (each statement is written once and run on SQLite, PostgreSQL and MySQL through
+//! [`flashsale_storage::with_pool`]). Inserts skip rows whose order id or
+//! `(user_id, idempotency_key)` already exist (`ON CONFLICT DO NOTHING`, MySQL: `INSERT IGNORE`),
+//! so a redelivered queue message creates nothing new. A transition updates a row only if its `version` is still
 //! the one read (`UPDATE … WHERE id = ? AND version = ?`); a lost race is retried on fresh data.
 
 use async_trait::async_trait;
-use flashsale_storage::SqlitePool;
-use sqlx::{QueryBuilder, Sqlite};
+use flashsale_storage::{with_pool, Arg, Database};
+use sqlx::QueryBuilder;
 
 use crate::model::{Order, OrderRequest, OrderStatus};
 
@@ -57,13 +59,22 @@ pub trait OrderStore: Send + Sync + 'static {
 /// Orders in the SQL database.
 #[derive(Debug, Clone)]
 pub struct SqlOrderStore {
-    pool: SqlitePool,
+    db: Database,
 }
 
 impl SqlOrderStore {
-    /// A store over an open, migrated pool.
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    /// A store over an open, migrated database.
+    pub fn new(db: impl Into<Database>) -> Self {
+        Self { db: db.into() }
+    }
+
+    /// The orders `sql` (a `WHERE …` after [`SELECT_ORDER`], `?` placeholders) selects.
+    async fn select(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Order>, StoreError> {
+        let rows: Vec<OrderRow> = self
+            .db
+            .fetch_all(&format!("{SELECT_ORDER} {sql}"), args)
+            .await?;
+        from_rows(rows)
     }
 }
 
@@ -102,43 +113,45 @@ impl OrderStore for SqlOrderStore {
             return Ok(0);
         }
         let now = flashsale_storage::now_ms();
-        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
-            "INSERT INTO orders (id, user_id, sale_id, quantity, price_cents, idempotency_key, status, version, created_at_ms, updated_at_ms, expires_at_ms) ",
-        );
-        qb.push_values(requests, |mut b, r| {
-            b.push_bind(&r.order_id)
-                .push_bind(r.user_id)
-                .push_bind(r.sale_id)
-                .push_bind(r.quantity)
-                .push_bind(r.price_cents)
-                .push_bind(&r.idempotency_key)
-                .push_bind(OrderStatus::Created.as_str())
-                .push_bind(0_i64)
-                .push_bind(r.accepted_at_ms)
-                .push_bind(now)
-                .push_bind(r.accepted_at_ms.saturating_add(payment_timeout_ms));
-        });
         // Any uniqueness conflict (order id or user + idempotency key) means "already have it".
-        qb.push(" ON CONFLICT DO NOTHING");
-        Ok(qb.build().execute(&self.pool).await?.rows_affected())
+        let (insert, skip_duplicates) = self.db.engine().insert_skipping_duplicates();
+        let inserted = with_pool!(&self.db, pool, DB => {
+            let mut qb = QueryBuilder::<DB>::new(format!(
+                "{insert} orders (id, user_id, sale_id, quantity, price_cents, idempotency_key, status, version, created_at_ms, updated_at_ms, expires_at_ms) ",
+            ));
+            qb.push_values(requests, |mut b, r| {
+                b.push_bind(&r.order_id)
+                    .push_bind(r.user_id)
+                    .push_bind(r.sale_id)
+                    .push_bind(r.quantity)
+                    .push_bind(r.price_cents)
+                    .push_bind(&r.idempotency_key)
+                    .push_bind(OrderStatus::Created.as_str())
+                    .push_bind(0_i64)
+                    .push_bind(r.accepted_at_ms)
+                    .push_bind(now)
+                    .push_bind(r.accepted_at_ms.saturating_add(payment_timeout_ms));
+            });
+            qb.push(skip_duplicates);
+            qb.build().execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(inserted)
     }
 
     async fn get(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
-        let row: Option<OrderRow> = sqlx::query_as(&format!("{SELECT_ORDER} WHERE id = ?"))
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(from_row).transpose()
+        Ok(self
+            .select("WHERE id = ?", &[order_id.into()])
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn list_for_user(&self, user_id: i64) -> Result<Vec<Order>, StoreError> {
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "{SELECT_ORDER} WHERE user_id = ? ORDER BY created_at_ms DESC, id LIMIT 1000"
-        ))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        from_rows(rows)
+        self.select(
+            "WHERE user_id = ? ORDER BY created_at_ms DESC, id LIMIT 1000",
+            &[user_id.into()],
+        )
+        .await
     }
 
     async fn transition(
@@ -149,46 +162,45 @@ impl OrderStore for SqlOrderStore {
         to: OrderStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE orders SET status = ?, version = version + 1, updated_at_ms = ?
-             WHERE id = ? AND status = ? AND version = ?",
-        )
-        .bind(to.as_str())
-        .bind(now_ms)
-        .bind(order_id)
-        .bind(from.as_str())
-        .bind(version)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let done = self
+            .db
+            .execute(
+                "UPDATE orders SET status = ?, version = version + 1, updated_at_ms = ?
+                 WHERE id = ? AND status = ? AND version = ?",
+                &[
+                    to.as_str().into(),
+                    now_ms.into(),
+                    order_id.into(),
+                    from.as_str().into(),
+                    version.into(),
+                ],
+            )
+            .await?;
         Ok(done == 1)
     }
 
     async fn due_for_expiry(&self, now_ms: i64, limit: i64) -> Result<Vec<Order>, StoreError> {
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "{SELECT_ORDER} WHERE status = 'created' AND expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?"
-        ))
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        from_rows(rows)
+        self.select(
+            "WHERE status = 'created' AND expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
+            &[now_ms.into(), limit.into()],
+        )
+        .await
     }
 
     async fn unreleased(&self, limit: i64) -> Result<Vec<Order>, StoreError> {
-        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-            "{SELECT_ORDER} WHERE status IN ('cancelled', 'expired') AND stock_released = 0 LIMIT ?"
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        from_rows(rows)
+        self.select(
+            "WHERE status IN ('cancelled', 'expired') AND stock_released = 0 LIMIT ?",
+            &[limit.into()],
+        )
+        .await
     }
 
     async fn mark_released(&self, order_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE orders SET stock_released = 1 WHERE id = ?")
-            .bind(order_id)
-            .execute(&self.pool)
+        self.db
+            .execute(
+                "UPDATE orders SET stock_released = 1 WHERE id = ?",
+                &[order_id.into()],
+            )
             .await?;
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The order service on the real embedded database: journal redelivery creates nothing twice,
+//! The order service on every real database engine (SQLite, PostgreSQL, MariaDB/MySQL — one
+//! suite, each test on a database of its own): journal redelivery creates nothing twice,
 //! and racing transitions end each order in exactly one terminal state with its stock released
 //! exactly when it ends unpaid (into the real in-process inventory stock, whose release is
 //! idempotent per order id — a release may be *called* twice when a sweep overlaps a payment's
@@ -25,17 +26,17 @@ use flashsale_order::{
     OrderService,
 };
 use flashsale_proto::order::{orders_server::Orders, TransitionOutcome, TransitionRequest};
-use flashsale_storage::{connect, now_ms, Durability, SqlitePool};
+use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
 
-async fn pool(dir: &tempfile::TempDir) -> SqlitePool {
-    connect(
-        &format!("sqlite://{}", dir.path().join("t.db").display()),
-        Durability::Process,
-        4,
-    )
-    .await
-    .unwrap()
-}
+on_every_engine!(
+    journal_redelivers_after_restart_and_duplicates_create_nothing,
+    the_same_request_five_times_is_one_order,
+    stale_requests_are_refused_not_queued,
+    pay_and_cancel_race_to_exactly_one_end,
+    pay_and_expiry_race_to_exactly_one_end,
+    illegal_transitions_are_refused,
+    queued_requests_are_listed_as_pending_until_written,
+);
 
 fn request(n: usize) -> OrderRequest {
     OrderRequest {
@@ -122,13 +123,10 @@ impl StockReleaser for InventoryReleaser {
     }
 }
 
-#[tokio::test]
-async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir).await;
-    let store = SqlOrderStore::new(pool.clone());
+async fn journal_redelivers_after_restart_and_duplicates_create_nothing(t: TestDatabase) {
+    let store = SqlOrderStore::new(t.db.clone());
     {
-        let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+        let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
         for n in 0..5 {
             // Every request published twice, as a retrying gateway would.
             queue.publish(request(n)).await.unwrap();
@@ -139,7 +137,7 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
         // Written but never acknowledged: a crash between commit and ack.
         store.insert_batch(&batch, 60_000).await.unwrap();
     }
-    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
     let redelivered = queue.next_batch(100).await.unwrap();
     assert_eq!(
         redelivered.len(),
@@ -149,14 +147,8 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
     store.insert_batch(&redelivered, 60_000).await.unwrap();
     let ids: Vec<String> = redelivered.iter().map(|r| r.order_id.clone()).collect();
     queue.ack(&ids).await.unwrap();
-    let (orders,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let (queued,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM order_queue")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let orders = t.scalar("SELECT COUNT(*) FROM orders").await;
+    let queued = t.scalar("SELECT COUNT(*) FROM order_queue").await;
     assert_eq!((orders, queued), (5, 0));
     // Same user and idempotency key under another order id: still one order.
     let mut clash = request(0);
@@ -164,11 +156,37 @@ async fn journal_redelivers_after_restart_and_duplicates_create_nothing() {
     assert_eq!(store.insert_batch(&[clash], 60_000).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn stale_requests_are_refused_not_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir).await;
-    let queue = JournalQueue::open(pool.clone(), 64, 10_000).await.unwrap();
+/// A gateway retrying one buy five times, and the consumer seeing each copy: one order, one
+/// journal entry, and the store reports exactly one new row.
+async fn the_same_request_five_times_is_one_order(t: TestDatabase) {
+    let store = SqlOrderStore::new(t.db.clone());
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
+    let same = request(42);
+    for _ in 0..5 {
+        queue.publish(same.clone()).await.unwrap();
+    }
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM order_queue").await, 1);
+    assert_eq!(queue.depth(), 1, "the journal counted a duplicate as new");
+    let mut new_rows = 0;
+    for _ in 0..5 {
+        new_rows += store
+            .insert_batch(std::slice::from_ref(&same), 60_000)
+            .await
+            .unwrap();
+    }
+    // And all five in one batch, as a redelivered batch would carry them.
+    new_rows += store
+        .insert_batch(&vec![same.clone(); 5], 60_000)
+        .await
+        .unwrap();
+    assert_eq!(new_rows, 1);
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM orders").await, 1);
+    let order = store.get(&same.order_id).await.unwrap().unwrap();
+    assert_eq!((order.status, order.version), (OrderStatus::Created, 0));
+}
+
+async fn stale_requests_are_refused_not_queued(t: TestDatabase) {
+    let queue = JournalQueue::open(t.db.clone(), 64, 10_000).await.unwrap();
     let mut stale = request(1);
     stale.accepted_at_ms -= 20_000;
     let refused = queue.publish(stale).await.unwrap_err();
@@ -177,20 +195,18 @@ async fn stale_requests_are_refused_not_queued() {
         "{refused:?}"
     );
     queue.publish(request(2)).await.unwrap();
-    let queued: Vec<(String,)> = sqlx::query_as("SELECT order_id FROM order_queue")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(queued, vec![(request(2).order_id,)]);
+    let queued = t.strings("SELECT order_id FROM order_queue").await;
+    assert_eq!(queued, vec![request(2).order_id]);
 }
 
-const RACES: usize = 300;
+/// Orders raced per test and engine (the issue asks for 1,000).
+const RACES: usize = 1000;
 
 async fn created_orders(
-    pool: &SqlitePool,
+    t: &TestDatabase,
     payment_timeout_ms: i64,
 ) -> (Arc<SqlOrderStore>, Vec<OrderRequest>) {
-    let store = Arc::new(SqlOrderStore::new(pool.clone()));
+    let store = Arc::new(SqlOrderStore::new(t.db.clone()));
     let requests: Vec<OrderRequest> = (0..RACES).map(request).collect();
     for chunk in requests.chunks(100) {
         store.insert_batch(chunk, payment_timeout_ms).await.unwrap();
@@ -205,13 +221,10 @@ fn transition(order: &OrderRequest) -> tonic::Request<TransitionRequest> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pay_and_cancel_race_to_exactly_one_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir).await;
-    let (store, requests) = created_orders(&pool, 600_000).await;
+async fn pay_and_cancel_race_to_exactly_one_end(t: TestDatabase) {
+    let (store, requests) = created_orders(&t, 600_000).await;
     let releaser = InventoryReleaser::holding(&requests).await;
-    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
     let tasks: Vec<_> = requests
@@ -265,14 +278,11 @@ async fn pay_and_cancel_race_to_exactly_one_end() {
     assert!(store.unreleased(1000).await.unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pay_and_expiry_race_to_exactly_one_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir).await;
+async fn pay_and_expiry_race_to_exactly_one_end(t: TestDatabase) {
     // Orders expire 30 ms after acceptance; payments and the sweeper race around that instant.
-    let (store, requests) = created_orders(&pool, 30).await;
+    let (store, requests) = created_orders(&t, 30).await;
     let releaser = InventoryReleaser::holding(&requests).await;
-    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
     let service = OrderService::new(queue, store.clone(), releaser.clone());
 
     let sweeper = {
@@ -325,12 +335,113 @@ async fn pay_and_expiry_race_to_exactly_one_end() {
     assert!(store.unreleased(1000).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn queued_requests_are_listed_as_pending_until_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir).await;
-    let store = Arc::new(SqlOrderStore::new(pool.clone()));
-    let queue = JournalQueue::open(pool.clone(), 64, 60_000).await.unwrap();
+/// A transition's outcome and the state it reports.
+fn outcome(
+    reply: Result<tonic::Response<flashsale_proto::order::TransitionReply>, tonic::Status>,
+) -> (TransitionOutcome, Option<i32>) {
+    let reply = reply.unwrap().into_inner();
+    (reply.outcome(), reply.order.map(|o| o.status))
+}
+
+/// Every step the state machine forbids is refused as `Illegal` (the gateway answers 409), and
+/// the store refuses a write under a stale version; nothing moves and no stock comes back.
+async fn illegal_transitions_are_refused(t: TestDatabase) {
+    let (store, requests) = created_orders(&t, 600_000).await;
+    let releaser = InventoryReleaser::holding(&requests).await;
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
+    let service = OrderService::new(queue, store.clone(), releaser.clone());
+    let (paid, cancelled) = (&requests[0], &requests[1]);
+    let status = |s: flashsale_proto::order::OrderStatus| Some(s as i32);
+    use flashsale_proto::order::OrderStatus as Pb;
+    assert_eq!(
+        outcome(service.pay(transition(paid)).await),
+        (TransitionOutcome::Done, status(Pb::Paid))
+    );
+    assert_eq!(
+        outcome(service.cancel(transition(cancelled)).await),
+        (TransitionOutcome::Done, status(Pb::Cancelled))
+    );
+    // paid → cancelled, paid → paid, cancelled → paid, cancelled → cancelled: all refused.
+    for (call, order, now) in [
+        ("cancel", paid, Pb::Paid),
+        ("pay", paid, Pb::Paid),
+        ("pay", cancelled, Pb::Cancelled),
+        ("cancel", cancelled, Pb::Cancelled),
+    ] {
+        let reply = if call == "pay" {
+            service.pay(transition(order)).await
+        } else {
+            service.cancel(transition(order)).await
+        };
+        assert_eq!(
+            outcome(reply),
+            (TransitionOutcome::Illegal, status(now)),
+            "{call} of a {now:?} order"
+        );
+    }
+    // The store itself: a stale version or a wrong current state writes nothing.
+    let order = store.get(&requests[4].order_id).await.unwrap().unwrap();
+    let now = now_ms();
+    assert!(!store
+        .transition(
+            &order.id,
+            OrderStatus::Created,
+            order.version + 1,
+            OrderStatus::Paid,
+            now
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .transition(
+            &order.id,
+            OrderStatus::Paid,
+            order.version,
+            OrderStatus::Cancelled,
+            now
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .transition(
+            &order.id,
+            OrderStatus::Created,
+            order.version,
+            OrderStatus::Paid,
+            now
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.get(&order.id).await.unwrap().unwrap().version, 1);
+    // Paying an expired order is refused and leaves it expired.
+    expiry::sweep(&*store, &*releaser, now_ms() + 600_001)
+        .await
+        .unwrap();
+    let expired = &requests[2];
+    assert_eq!(
+        store.get(&expired.order_id).await.unwrap().unwrap().status,
+        OrderStatus::Expired
+    );
+    assert_eq!(
+        outcome(service.pay(transition(expired)).await),
+        (TransitionOutcome::Illegal, status(Pb::Expired))
+    );
+    // Someone else's order, or no order at all: not found.
+    let mut stranger = transition(&requests[3]);
+    stranger.get_mut().user_id += 1;
+    assert_eq!(
+        outcome(service.pay(stranger).await).0,
+        TransitionOutcome::NotFound
+    );
+    // Only the cancelled order and the expired ones gave stock back; never a paid one.
+    assert_eq!(releaser.calls(&paid.order_id), 0);
+    assert_eq!(releaser.calls(&cancelled.order_id), 1);
+    assert_eq!(releaser.calls(&requests[4].order_id), 0);
+}
+
+async fn queued_requests_are_listed_as_pending_until_written(t: TestDatabase) {
+    let store = Arc::new(SqlOrderStore::new(t.db.clone()));
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
     // Nothing is released in this test; the releaser only completes the service.
     let releaser = InventoryReleaser::holding(&(0..RACES).map(request).collect::<Vec<_>>()).await;
     let service = OrderService::new(queue.clone(), store.clone(), releaser);

@@ -44,6 +44,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// The test's Redis, when the app runs on the Redis backends.
     pub redis: Option<flashsale_redis::testing::TestRedis>,
+    /// The URL of the app's database.
+    pub database_url: String,
 }
 
 /// A test configuration: cheap password hashing, ephemeral port, the given data directory.
@@ -100,6 +102,7 @@ impl TestApp {
             config.gateway.follow_stock_events = true;
         }
         adjust(&mut config);
+        let database_url = config.database_url();
         let app = DevApp::build(config, flashsale_telemetry::metrics::detached())
             .await
             .unwrap();
@@ -115,6 +118,7 @@ impl TestApp {
             handle: Some(handle),
             data_dir,
             redis,
+            database_url,
         })
     }
 
@@ -142,11 +146,8 @@ impl TestApp {
     /// The (order id, user id) of every order of `sale` in the app's database, once there are
     /// at least `expected` of them (or after 20 s, whatever is there).
     pub async fn stored_orders(&self, sale: i64, expected: usize) -> Vec<(String, i64)> {
-        let pool = flashsale_storage::connect(
-            &format!(
-                "sqlite://{}",
-                self.data_dir.path().join("flashsale.db").display()
-            ),
+        let db = flashsale_storage::connect(
+            &self.database_url,
             flashsale_storage::Durability::Process,
             1,
         )
@@ -154,13 +155,15 @@ impl TestApp {
         .unwrap();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let rows: Vec<(String, i64)> =
-                sqlx::query_as("SELECT id, user_id FROM orders WHERE sale_id = ?")
-                    .bind(sale)
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
+            let rows: Vec<(String, i64)> = db
+                .fetch_all(
+                    "SELECT id, user_id FROM orders WHERE sale_id = ?",
+                    &[sale.into()],
+                )
+                .await
+                .unwrap();
             if rows.len() >= expected || tokio::time::Instant::now() > deadline {
+                db.close().await;
                 return rows;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -233,6 +236,20 @@ impl Api {
             StatusCode::ACCEPTED
         );
         self.login_as(email, PASSWORD, ip).await
+    }
+
+    /// Registers and logs in customers `buyer0@example.com` … (number `n` from [`ip`]`(n)`), a
+    /// few at a time; returns their tokens in order.
+    pub async fn customers(&self, count: usize) -> Vec<String> {
+        use futures::StreamExt;
+        futures::stream::iter(0..count)
+            .map(|n| async move {
+                self.customer(&format!("buyer{n}@example.com"), &ip(n))
+                    .await
+            })
+            .buffered(32)
+            .collect()
+            .await
     }
 
     /// The admin's token (logged in on first use).

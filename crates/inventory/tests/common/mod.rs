@@ -27,12 +27,12 @@ where
 /// A migrated SQLite database in a temporary directory (deleted with the returned guard).
 pub async fn database() -> (tempfile::TempDir, SqlitePool) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = connect(
+    let db = connect(
         &format!("sqlite://{}", dir.path().join("t.db").display()),
         Durability::Process,
         2,
     )
     .await
     .unwrap();
-    (dir, pool)
+    (dir, db.as_sqlite().cloned().unwrap())
 }

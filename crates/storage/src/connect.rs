@@ -1,0 +1,180 @@
+//! Opening the database a URL names, with the per-connection settings that bound lock waits to
+//! [`BUSY_TIMEOUT`], and applying that engine's migrations.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    migrate::Migrator,
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    Executor,
+};
+
+use crate::{with_pool, Database, Durability, Engine, BUSY_TIMEOUT};
+
+/// Errors opening or migrating the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The URL is not a database URL this build supports.
+    #[error(
+        "unsupported database url {0:?}: expected sqlite://PATH, postgres://… or mysql://… (mariadb://…)"
+    )]
+    UnsupportedUrl(String),
+    /// The database could not be opened.
+    #[error("cannot open database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("cannot migrate database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Opens the database at `url` (creating a missing SQLite file; a server's database must exist)
+/// and applies all migrations.
+///
+/// `max_connections` bounds the pool; SQLite serialises writers anyway, so a handful of
+/// connections for concurrent readers is enough.
+///
+/// Every connection waits at most [`BUSY_TIMEOUT`] for a lock: SQLite's busy timeout;
+/// PostgreSQL's `lock_timeout` and `statement_timeout`; MySQL's `innodb_lock_wait_timeout` (row
+/// locks) and `lock_wait_timeout` (table metadata locks). MySQL sessions also add
+/// `STRICT_ALL_TABLES` to the `sql_mode`, so a bad value is an error, never a silent truncation.
+/// [`Durability::Power`] sets `synchronous_commit = on` on PostgreSQL; on MySQL the equivalent
+/// (`innodb_flush_log_at_trx_commit = 1`) is server-wide, so it is checked and a weaker server
+/// setting is logged as a warning.
+pub async fn connect(
+    url: &str,
+    durability: Durability,
+    max_connections: u32,
+) -> Result<Database, StorageError> {
+    let max_connections = max_connections.max(1);
+    let db = match Engine::of_url(url) {
+        Some(Engine::Sqlite) => connect_sqlite(url, durability, max_connections).await?,
+        Some(Engine::Postgres) => connect_postgres(url, durability, max_connections).await?,
+        Some(Engine::MySql) => connect_mysql(url, durability, max_connections).await?,
+        None => return Err(StorageError::UnsupportedUrl(url.to_owned())),
+    };
+    migrate(&db).await?;
+    tracing::debug!(engine = db.engine().name(), "database ready");
+    Ok(db)
+}
+
+async fn connect_sqlite(
+    url: &str,
+    durability: Durability,
+    max_connections: u32,
+) -> Result<Database, StorageError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(StorageError::Connect)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match durability {
+            Durability::Process => SqliteSynchronous::Normal,
+            Durability::Power => SqliteSynchronous::Full,
+        })
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .map_err(StorageError::Connect)?;
+    Ok(Database::Sqlite(pool))
+}
+
+async fn connect_postgres(
+    url: &str,
+    durability: Durability,
+    max_connections: u32,
+) -> Result<Database, StorageError> {
+    let wait = BUSY_TIMEOUT.as_millis().to_string();
+    let mut settings = vec![("lock_timeout", wait.clone()), ("statement_timeout", wait)];
+    if durability == Durability::Power {
+        settings.push(("synchronous_commit", "on".into()));
+    }
+    let options = PgConnectOptions::from_str(url)
+        .map_err(StorageError::Connect)?
+        .options(settings);
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .map_err(StorageError::Connect)?;
+    Ok(Database::Postgres(pool))
+}
+
+async fn connect_mysql(
+    url: &str,
+    durability: Durability,
+    max_connections: u32,
+) -> Result<Database, StorageError> {
+    // sqlx speaks the MySQL protocol to MariaDB as well; only its URL parser wants `mysql:`.
+    let url = match url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => url.to_owned(),
+    };
+    let options = MySqlConnectOptions::from_str(&url).map_err(StorageError::Connect)?;
+    let wait = BUSY_TIMEOUT.as_secs().max(1);
+    let pool = MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(
+                    format!(
+                        "SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait}, \
+                         sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')"
+                    )
+                    .as_str(),
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(StorageError::Connect)?;
+    if durability == Durability::Power {
+        let (flush,): (i64,) =
+            sqlx::query_as("SELECT CAST(@@innodb_flush_log_at_trx_commit AS SIGNED)")
+                .fetch_one(&pool)
+                .await
+                .map_err(StorageError::Connect)?;
+        if flush != 1 {
+            tracing::warn!(
+                innodb_flush_log_at_trx_commit = flush,
+                "durability = power, but this MySQL server does not flush its log at every commit"
+            );
+        }
+    }
+    Ok(Database::MySql(pool))
+}
+
+/// Applies the migrations. Several processes may start on one fresh database at once (the
+/// services of `flashsale serve`). PostgreSQL and MySQL migrations take an advisory lock; SQLite
+/// migrations take none, so a process that loses the race fails on a table the winner just
+/// created. It then simply tries again: the winner's migration is recorded by then and is
+/// skipped.
+async fn migrate(db: &Database) -> Result<(), StorageError> {
+    let migrator = match db.engine() {
+        Engine::Sqlite => &SQLITE_MIGRATIONS,
+        Engine::Postgres => &POSTGRES_MIGRATIONS,
+        Engine::MySql => &MYSQL_MIGRATIONS,
+    };
+    let mut attempt = 0;
+    loop {
+        let result = with_pool!(db, pool, _DB => migrator.run(pool).await);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(StorageError::Migrate(e)),
+        }
+    }
+}
