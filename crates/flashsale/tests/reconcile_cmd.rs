@@ -87,7 +87,7 @@ async fn reconcile_reports_then_repairs_drift() {
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(sale.id)
     .bind(now)
-    .execute(&pool)
+    .execute(pool.as_sqlite().expect("the test runs on SQLite"))
     .await
     .unwrap();
 
