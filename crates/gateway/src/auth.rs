@@ -145,12 +145,11 @@ impl SessionCache {
         token: &str,
         binding: Option<(IpAddr, &str)>,
     ) -> Option<Arc<VerifiedToken>> {
-        if !self.fresh() {
+        let now_ms = flashsale_storage::now_ms();
+        if now_ms >= self.fresh_until_ms.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self
-            .verified
-            .get(token, flashsale_storage::now_ms(), binding)?;
+        let entry = self.verified.get(token, now_ms, binding)?;
         if self.revoked.contains_key(&entry.jti) {
             return None;
         }
