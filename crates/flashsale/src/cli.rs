@@ -28,6 +28,19 @@ pub enum Command {
     Bench(flashsale_bench::BenchArgs),
     /// Operate the inventory service of a running system.
     Inventory(InventoryArgs),
+    /// Show the spans of one recent request as a tree (from `flashsale dev`'s span buffer;
+    /// the trace id is in every response's `traceparent` header and every error body).
+    Trace(TraceArgs),
+}
+
+/// Options of `flashsale trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The trace id: 32 lowercase hex digits.
+    pub trace_id: String,
+    /// Base URL of the gateway [default: `http://` + `http_addr` from the configuration].
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
 }
 
 /// Options of `flashsale inventory`.

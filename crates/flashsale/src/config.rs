@@ -125,6 +125,9 @@ pub struct Config {
     pub inventory: InventoryConfig,
     /// Order service settings.
     pub order: OrderConfig,
+    /// Trace recording and export (`traces.otlp_endpoint`, `traces.sample_ratio`,
+    /// `traces.buffer_spans`).
+    pub traces: flashsale_telemetry::traces::TracesConfig,
 }
 
 impl Default for Config {
@@ -147,6 +150,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             inventory: InventoryConfig::default(),
             order: OrderConfig::default(),
+            traces: flashsale_telemetry::traces::TracesConfig::default(),
         }
     }
 }

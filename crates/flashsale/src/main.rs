@@ -9,7 +9,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
-use flashsale::cli::{Cli, Command, InventoryCommand};
+use flashsale::cli::{Cli, Command, InventoryCommand, Service};
+use flashsale_telemetry::traces::{Tracing, DEV_BUFFER_SPANS};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -27,16 +28,46 @@ async fn main() -> anyhow::Result<ExitCode> {
                 InventoryCommand::Reconcile(args) => flashsale::ops::reconcile(&config, args).await,
             };
         }
+        Command::Trace(args) => {
+            let config = flashsale::config::load(&cli)?;
+            return flashsale::traces::show(&config, args).await;
+        }
         Command::Dev(_) => None,
         Command::Serve(serve) => Some(serve.service),
     };
     let config = flashsale::config::load(&cli)?;
-    flashsale_telemetry::logging::init(&config.log, config.log_format.into())?;
-    let metrics = flashsale_telemetry::metrics::install()?;
+    // `dev` keeps recent spans in memory for `/debug/traces/{id}`; `serve` only when configured.
+    let (service_name, default_buffer) = match service {
+        None => ("flashsale".to_owned(), DEV_BUFFER_SPANS),
+        Some(s) => (format!("flashsale-{}", format!("{s:?}").to_lowercase()), 0),
+    };
+    let tracing = Tracing::start(&config.traces, &service_name, default_buffer)?;
+    flashsale_telemetry::logging::init(
+        &config.log,
+        config.log_format.into(),
+        tracing.as_ref().map(Tracing::tracer),
+    )?;
+    let telemetry = flashsale::startup::Telemetry {
+        metrics: flashsale_telemetry::metrics::install()?,
+        traces: tracing.as_ref().and_then(|t| t.buffer().cloned()),
+    };
     let shutdown = flashsale::shutdown::on_signal();
+    let result = run(service, config, telemetry, shutdown).await;
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
+    }
+    result
+}
+
+async fn run(
+    service: Option<Service>,
+    config: flashsale::config::Config,
+    telemetry: flashsale::startup::Telemetry,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<ExitCode> {
     match service {
         None => {
-            let app = flashsale::startup::DevApp::build(config, metrics).await?;
+            let app = flashsale::startup::DevApp::build(config, telemetry).await?;
             // Tests and scripts read this line to find the gateway.
             println!(
                 "flashsale dev: gateway listening on http://{}",
@@ -45,7 +76,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             app.run_until_stopped(shutdown).await?;
         }
         Some(service) => {
-            let app = flashsale::startup::ServiceApp::build(service, config, metrics).await?;
+            let app = flashsale::startup::ServiceApp::build(service, config, telemetry).await?;
             // Tests and scripts read this line to find the service.
             println!("flashsale serve {service:?}: listening on {}", app.addr());
             app.run_until_stopped(shutdown).await?;

@@ -36,6 +36,7 @@ use flashsale_order::{
 use flashsale_proto::inventory::inventory_client::InventoryClient;
 use flashsale_redis::Redis;
 use flashsale_storage::{Database, Durability};
+use flashsale_telemetry::span_buffer::SpanBuffer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,27 @@ use crate::{cli::Service, config::Config};
 
 /// How long each shutdown stage may take before it is abandoned.
 pub const GRACE: Duration = Duration::from_secs(10);
+
+/// What the process's telemetry hands to the services it runs: the Prometheus rendering (for
+/// `/metrics`) and, when spans are kept in memory, the span buffer (for `/debug/traces/{id}`).
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// Renders this process's metrics.
+    pub metrics: PrometheusHandle,
+    /// Recent spans of this process, when kept.
+    pub traces: Option<SpanBuffer>,
+}
+
+impl Telemetry {
+    /// Telemetry not installed in the process (in-process test apps, several per process):
+    /// metrics render empty, no spans kept.
+    pub fn detached() -> Self {
+        Self {
+            metrics: flashsale_telemetry::metrics::detached(),
+            traces: None,
+        }
+    }
+}
 
 /// Startup and run failures.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +202,7 @@ fn gateway_state(
     keys: TokenKeys,
     upstreams: Upstreams,
     redis: Option<&Redis>,
-    metrics: PrometheusHandle,
+    telemetry: Telemetry,
 ) -> Result<AppState, StartupError> {
     Ok(AppState::new(
         config.gateway.clone(),
@@ -191,7 +213,8 @@ fn gateway_state(
             .gateway
             .follow_stock_events
             .then(|| config.redis.clone()),
-        metrics,
+        telemetry.metrics,
+        telemetry.traces,
     ))
 }
 
@@ -425,7 +448,7 @@ impl std::fmt::Debug for DevApp {
 impl DevApp {
     /// Opens the database, binds every port and starts the gRPC services; the gateway starts
     /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
-    pub async fn build(config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
+    pub async fn build(config: Config, telemetry: Telemetry) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Config)?;
         let db = open_database(&config).await?;
         let keys = token_keys(&config, true).await?;
@@ -476,7 +499,7 @@ impl DevApp {
                  (benchmark mode)"
             );
         }
-        let gateway = gateway_state(&config, keys, upstreams, redis.as_ref(), metrics)?;
+        let gateway = gateway_state(&config, keys, upstreams, redis.as_ref(), telemetry)?;
         tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
         Ok(Self {
             http,
@@ -542,7 +565,7 @@ impl ServiceApp {
     pub async fn build(
         service: Service,
         config: Config,
-        metrics: PrometheusHandle,
+        telemetry: Telemetry,
     ) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Config)?;
         let server_shutdown = CancellationToken::new();
@@ -562,7 +585,7 @@ impl ServiceApp {
                 let listener = bind(&config.http_addr.to_string()).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, gateway_uses_redis(&config)).await?;
-                let state = gateway_state(&config, keys, upstreams, redis.as_ref(), metrics)?;
+                let state = gateway_state(&config, keys, upstreams, redis.as_ref(), telemetry)?;
                 return Ok(Self {
                     service,
                     addr,

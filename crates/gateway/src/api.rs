@@ -172,3 +172,13 @@ pub struct Health {
     /// `ok` or `unavailable`.
     pub status: String,
 }
+
+/// The spans of one trace still in the process's span buffer, oldest start first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TraceView {
+    /// The trace id asked for.
+    pub trace_id: String,
+    /// Its spans: ids, parent, name, kind, start and duration (µs), attributes, links.
+    #[schema(value_type = Vec<Object>)]
+    pub spans: Vec<flashsale_telemetry::span_buffer::SpanRecord>,
+}

@@ -55,6 +55,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Where to follow stock events from, when configured.
     pub stock_events: Option<flashsale_redis::RedisConfig>,
+    /// Recent spans of this process, served at `/debug/traces/{id}` (`flashsale dev`).
+    pub traces: Option<flashsale_telemetry::span_buffer::SpanBuffer>,
 }
 
 impl Deref for AppState {
@@ -66,7 +68,9 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state. With `stock_events`, the gateway follows the inventory's stock events
-    /// from that Redis while serving (see [`crate::stock_events`]).
+    /// from that Redis while serving (see [`crate::stock_events`]); with `traces`, it serves
+    /// the spans kept there at `/debug/traces/{id}`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: GatewayConfig,
         keys: TokenKeys,
@@ -74,6 +78,7 @@ impl AppState {
         limiter: flashsale_limits::Limiter,
         stock_events: Option<flashsale_redis::RedisConfig>,
         metrics: PrometheusHandle,
+        traces: Option<flashsale_telemetry::span_buffer::SpanBuffer>,
     ) -> Self {
         Self(Arc::new(Inner {
             sessions: SessionCache::new(Duration::from_millis(config.revocation_max_staleness_ms)),
@@ -92,6 +97,7 @@ impl AppState {
             upstreams,
             metrics,
             stock_events,
+            traces,
         }))
     }
 }
@@ -117,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/debug/traces/{id}", get(health::trace))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(
             ServiceBuilder::new()

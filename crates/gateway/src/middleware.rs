@@ -4,8 +4,8 @@
 //!   logs and every gRPC call share one trace id.
 //! * [`budget`]: the request's time budget; a handler still running when it is spent is
 //!   dropped and the client gets `504` at once.
-//! * [`render_errors`]: every error response gets the JSON error body with the request id and
-//!   trace id.
+//! * [`render_errors`]: every response names its trace (`traceparent` header); every error
+//!   response gets the JSON error body with the request id and trace id.
 //! * [`record_metrics`]: request counts and latency per route.
 //! * [`panic_response`]: a panicking handler becomes a `500`; the process stays up.
 
@@ -53,7 +53,8 @@ pub async fn budget(State(state): State<AppState>, mut request: Request, next: N
     }
 }
 
-/// Renders every error response as the API's JSON error with the request id.
+/// Names the request's trace in a `traceparent` response header, and renders every error
+/// response as the API's JSON error with the request id and trace id.
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
@@ -61,16 +62,22 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
-    let trace_id = request
+    let trace = request
         .extensions()
         .get::<TraceContext>()
-        .map(TraceContext::trace_id_hex)
-        .unwrap_or_default();
-    let response = next.run(request).await;
+        .copied()
+        .unwrap_or_else(TraceContext::new_root);
+    // The request span's own context when traces are recorded, else the one ensure_trace chose.
+    let (trace, _) = flashsale_telemetry::span::current_trace(trace);
+    let mut response = next.run(request).await;
+    if let Ok(value) = header::HeaderValue::from_str(&trace.to_string()) {
+        response.headers_mut().insert(TRACEPARENT_HEADER, value);
+    }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let trace_id = trace.trace_id_hex();
     let (mut parts, _body) = response.into_parts();
     let fields = parts
         .extensions

@@ -11,7 +11,7 @@ use crate::routes::{health, orders, sales, sessions, users};
 /// The flashsale HTTP API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "flashsale", description = "Flash-sale (seckill) HTTP API. Errors are `{\"error\": {\"code\", \"message\", \"request_id\"}}`."),
+    info(title = "flashsale", description = "Flash-sale (seckill) HTTP API. Errors are `{\"error\": {\"code\", \"message\", \"request_id\", \"trace_id\"}}`; every response names its trace in a `traceparent` header."),
     paths(
         users::register,
         sessions::login,
@@ -26,6 +26,7 @@ use crate::routes::{health, orders, sales, sessions, users};
         orders::cancel,
         health::healthz,
         health::readyz,
+        health::trace,
     ),
     modifiers(&BearerAuth)
 )]

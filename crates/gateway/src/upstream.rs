@@ -76,6 +76,9 @@ pub struct Deadline(pub Instant);
 pub struct CallContext {
     deadline: Instant,
     trace: TraceContext,
+    /// Whether `trace` is the current recorded span's own context (sent as it is) rather than
+    /// the request's hand-made one (a child is sent).
+    trace_is_span: bool,
     request_id: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
@@ -85,6 +88,7 @@ impl CallContext {
         Self {
             deadline: Instant::now() + budget,
             trace: TraceContext::new_root(),
+            trace_is_span: false,
             request_id: None,
         }
     }
@@ -98,7 +102,12 @@ impl CallContext {
         let mut request = tonic::Request::new(message);
         request.set_timeout(remaining);
         let metadata = request.metadata_mut();
-        if let Ok(value) = self.trace.child().to_string().parse() {
+        let parent = if self.trace_is_span {
+            self.trace
+        } else {
+            self.trace.child()
+        };
+        if let Ok(value) = parent.to_string().parse() {
             metadata.insert(TRACEPARENT_HEADER, value);
         }
         if let Some(id) = &self.request_id {
@@ -129,7 +138,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
             .get::<Deadline>()
             .map(|d| d.0)
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
-        let trace = flashsale_telemetry::span::request_trace(&parts.extensions, &parts.headers);
+        let (trace, trace_is_span) = flashsale_telemetry::span::current_trace(
+            flashsale_telemetry::span::request_trace(&parts.extensions, &parts.headers),
+        );
         let request_id = parts
             .headers
             .get(REQUEST_ID_HEADER)
@@ -138,6 +149,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
         Ok(Self {
             deadline,
             trace,
+            trace_is_span,
             request_id,
         })
     }

@@ -5,10 +5,14 @@
 //! pause and nothing is acknowledged, so nothing is lost; a crash after the commit and before
 //! the ack redelivers the batch, and the inserts skip the orders that already exist.
 //! On shutdown it stops waiting and writes what is already queued before returning.
+//!
+//! Each batch write is one `order.persist` span (kind consumer) linked to the span that
+//! accepted each request, so a buy's trace leads to the write of its order.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::{model::OrderRequest, queue::OrderQueue, store::OrderStore};
 
@@ -48,7 +52,36 @@ pub async fn run(
     tracing::info!(depth = queue.depth(), "order consumer stopped");
 }
 
+/// The span of one batch write: a consumer span linked to the span that accepted each request
+/// (when traces are recorded), so a buy's trace shows where its order was written.
+fn batch_span(batch: &[OrderRequest]) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        "order.persist",
+        otel.kind = "consumer",
+        batch_size = batch.len(),
+    );
+    if !span.is_disabled() {
+        for trace in batch.iter().filter_map(|r| r.trace.as_ref()) {
+            span.add_link(flashsale_telemetry::span::remote_span_context(trace));
+        }
+    }
+    span
+}
+
 async fn persist(
+    queue: &dyn OrderQueue,
+    store: &dyn OrderStore,
+    batch: Vec<OrderRequest>,
+    payment_timeout_ms: i64,
+) {
+    let span = batch_span(&batch);
+    persist_batch(queue, store, batch, payment_timeout_ms)
+        .instrument(span)
+        .await;
+}
+
+async fn persist_batch(
     queue: &dyn OrderQueue,
     store: &dyn OrderStore,
     batch: Vec<OrderRequest>,

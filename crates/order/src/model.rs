@@ -77,6 +77,8 @@ pub struct OrderRequest {
     pub idempotency_key: String,
     /// Acceptance time, Unix ms.
     pub accepted_at_ms: i64,
+    /// The span that accepted it, when traces are recorded: the consumer's span links to it.
+    pub trace: Option<flashsale_telemetry::TraceContext>,
 }
 
 /// A stored (or pending) order.

@@ -21,6 +21,8 @@ use flashsale_storage::{with_pool, Arg, Database};
 use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use flashsale_telemetry::TraceContext;
+
 use crate::model::OrderRequest;
 
 /// Queue errors.
@@ -84,7 +86,7 @@ impl std::fmt::Debug for JournalQueue {
     }
 }
 
-type JournalRow = (String, i64, i64, i64, i64, String, i64);
+type JournalRow = (String, i64, i64, i64, i64, String, i64, Option<String>);
 
 fn from_row(r: JournalRow) -> OrderRequest {
     OrderRequest {
@@ -95,10 +97,11 @@ fn from_row(r: JournalRow) -> OrderRequest {
         price_cents: r.4,
         idempotency_key: r.5,
         accepted_at_ms: r.6,
+        trace: r.7.as_deref().and_then(TraceContext::parse),
     }
 }
 
-const SELECT_JOURNAL: &str = "SELECT order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms FROM order_queue";
+const SELECT_JOURNAL: &str = "SELECT order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms, traceparent FROM order_queue";
 
 impl JournalQueue {
     /// Opens the journal: requests left by a previous run are delivered again first. The writer
@@ -199,7 +202,7 @@ async fn insert_journal(db: &Database, batch: &[Publish]) -> Result<u64, sqlx::E
     let (insert, skip_duplicates) = db.engine().insert_skipping_duplicates();
     with_pool!(db, pool, DB => {
         let mut qb = QueryBuilder::<DB>::new(format!(
-            "{insert} order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms) ",
+            "{insert} order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms, traceparent) ",
         ));
         qb.push_values(batch.iter().map(|(r, _)| r), |mut b, r| {
             b.push_bind(&r.order_id)
@@ -208,7 +211,8 @@ async fn insert_journal(db: &Database, batch: &[Publish]) -> Result<u64, sqlx::E
                 .push_bind(r.quantity)
                 .push_bind(r.price_cents)
                 .push_bind(&r.idempotency_key)
-                .push_bind(r.accepted_at_ms);
+                .push_bind(r.accepted_at_ms)
+                .push_bind(r.trace.map(|t| t.to_string()));
         });
         // The order id is the journal's only unique key.
         qb.push(skip_duplicates);

@@ -28,6 +28,13 @@ impl StockReleaser for InventoryClient<Channel> {
             order_id: order_id.to_owned(),
         });
         request.set_timeout(std::time::Duration::from_secs(2));
+        if let Some(parent) = flashsale_telemetry::span::current_traceparent()
+            .and_then(|t| t.parse::<tonic::metadata::MetadataValue<_>>().ok())
+        {
+            request
+                .metadata_mut()
+                .insert(flashsale_telemetry::TRACEPARENT_HEADER, parent);
+        }
         InventoryClient::release(&mut client, request).await?;
         Ok(())
     }

@@ -217,6 +217,7 @@ impl Orders for OrderService {
                 price_cents: order.price_cents,
                 idempotency_key: order.idempotency_key,
                 accepted_at_ms: order.accepted_at_ms,
+                trace: flashsale_telemetry::span::current_span_context(),
             })
             .await
             .map_err(|e| match e {

@@ -47,6 +47,7 @@ fn request(n: usize) -> OrderRequest {
         price_cents: 100,
         idempotency_key: format!("key-{n}"),
         accepted_at_ms: now_ms(),
+        trace: None,
     }
 }
 

@@ -7,11 +7,17 @@
 //! * [`span`] builds the per-request span (request id + trace id on every log line) for both the
 //!   HTTP gateway and the gRPC servers, from the same headers.
 //! * [`metrics`] installs the Prometheus recorder and names the metrics.
+//! * [`traces`] records spans as OpenTelemetry spans (OTLP export, sampling) and
+//!   [`span_buffer`] keeps recent ones in memory for `/debug/traces/{id}`.
+//! * [`pii`] masks personal data and scrubs it from log lines.
 
 pub mod logging;
 pub mod metrics;
+pub mod pii;
 pub mod span;
+pub mod span_buffer;
 pub mod trace_context;
+pub mod traces;
 
 pub use trace_context::TraceContext;
 

@@ -85,6 +85,16 @@ impl TestApp {
     }
 
     pub async fn spawn_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::spawn_full(backend, flashsale::startup::Telemetry::detached(), adjust).await
+    }
+
+    /// The system on `backend`, handing it `telemetry` (a test that records spans passes its
+    /// span buffer here).
+    pub async fn spawn_full(
+        backend: Backend,
+        telemetry: flashsale::startup::Telemetry,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let redis = match backend {
             Backend::Memory => None,
             Backend::Redis => Some(flashsale_redis::testing::TestRedis::start().await?),
@@ -103,9 +113,7 @@ impl TestApp {
         }
         adjust(&mut config);
         let database_url = config.database_url();
-        let app = DevApp::build(config, flashsale_telemetry::metrics::detached())
-            .await
-            .unwrap();
+        let app = DevApp::build(config, telemetry).await.unwrap();
         let addr = app.http_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

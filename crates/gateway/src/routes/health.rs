@@ -1,10 +1,20 @@
-//! Operations endpoints: liveness, readiness, metrics, the OpenAPI document.
+//! Operations endpoints: liveness, readiness, metrics, recent traces, the OpenAPI document.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, Json};
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::IntoResponse,
+    Json,
+};
 use flashsale_proto::{auth::GetSessionRequest, inventory::GetSaleRequest, order::GetOrderRequest};
 use utoipa::OpenApi;
 
-use crate::{api::Health, app::AppState, upstream::CallContext};
+use crate::{
+    api::{Health, TraceView},
+    app::AppState,
+    error::ApiError,
+    upstream::CallContext,
+};
 
 /// Liveness: the gateway process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
@@ -56,6 +66,42 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// The spans of one recent trace, from this process's span buffer (`flashsale dev` keeps one;
+/// `flashsale trace <id>` prints it as a tree).
+#[utoipa::path(get, path = "/debug/traces/{id}", tag = "operations",
+    params(("id" = String, Path, description = "Trace id, 32 lowercase hex digits")),
+    responses((status = 200, body = TraceView), (status = 400), (status = 404)))]
+pub async fn trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TraceView>, ApiError> {
+    let Some(buffer) = &state.traces else {
+        return Err(ApiError::not_found(
+            "this process keeps no traces (set traces.buffer_spans; `flashsale dev` keeps them)",
+        ));
+    };
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_trace_id",
+            "a trace id is 32 lowercase hex digits",
+        ));
+    }
+    let spans = buffer.trace(&id);
+    if spans.is_empty() {
+        return Err(ApiError::not_found(
+            "no spans of this trace in the buffer (unknown, unsampled or already evicted)",
+        ));
+    }
+    Ok(Json(TraceView {
+        trace_id: id,
+        spans,
+    }))
 }
 
 /// The OpenAPI document of this API.
