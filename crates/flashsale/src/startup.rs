@@ -48,6 +48,9 @@ use crate::{cli::Service, config::Config};
 /// How long each shutdown stage may take before it is abandoned.
 pub const GRACE: Duration = Duration::from_secs(10);
 
+/// Content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
 /// What the process's telemetry hands to the services it runs: the Prometheus rendering (for
 /// `/metrics`) and, when spans are kept in memory, the span buffer (for `/debug/traces/{id}`).
 #[derive(Debug, Clone)]
@@ -362,10 +365,12 @@ async fn build_order(
     Ok((OrderService::new(queue, store, releaser), workers))
 }
 
-/// Serves one gRPC service on `listener` until `shutdown` is cancelled.
+/// Serves one gRPC service on `listener` until `shutdown` is cancelled, with `GET /metrics`
+/// (Prometheus, HTTP/1.1) on the same port, every request counted and timed per method.
 fn spawn_grpc<S>(
     listener: TcpListener,
     service: S,
+    metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), tonic::transport::Error>>
 where
@@ -380,11 +385,23 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let routes = tonic::service::Routes::new(service)
+        .into_axum_router()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = metrics.render();
+                async move { ([(http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body) }
+            }),
+        );
     tokio::spawn(async move {
         Server::builder()
             .tcp_nodelay(true)
+            // Prometheus scrapes /metrics over HTTP/1.1; gRPC clients speak HTTP/2.
+            .accept_http1(true)
             .layer(TraceLayer::new_for_grpc().make_span_with(flashsale_telemetry::span::make_span))
-            .add_service(service)
+            .layer(flashsale_telemetry::grpc_metrics::GrpcMetricsLayer)
+            .add_routes(routes.into())
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
             .await
     })
@@ -487,9 +504,24 @@ impl DevApp {
         let (order, mut workers) = build_order(&config, db, &inv_addr, &workers_shutdown).await?;
         workers.extend(inventory_workers);
         let servers = vec![
-            spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
-            spawn_grpc(inv_l, inventory.into_server(), servers_shutdown.clone()),
-            spawn_grpc(order_l, order.into_server(), servers_shutdown.clone()),
+            spawn_grpc(
+                auth_l,
+                auth.into_server(),
+                telemetry.metrics.clone(),
+                servers_shutdown.clone(),
+            ),
+            spawn_grpc(
+                inv_l,
+                inventory.into_server(),
+                telemetry.metrics.clone(),
+                servers_shutdown.clone(),
+            ),
+            spawn_grpc(
+                order_l,
+                order.into_server(),
+                telemetry.metrics.clone(),
+                servers_shutdown.clone(),
+            ),
         ];
         let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
             .map_err(|e| StartupError::Config(e.to_string()))?;
@@ -601,7 +633,12 @@ impl ServiceApp {
                 let auth = build_auth(&config, db, keys, redis.as_ref()).await?;
                 (
                     addr,
-                    spawn_grpc(listener, auth.into_server(), server_shutdown.clone()),
+                    spawn_grpc(
+                        listener,
+                        auth.into_server(),
+                        telemetry.metrics.clone(),
+                        server_shutdown.clone(),
+                    ),
                     Vec::new(),
                 )
             }
@@ -614,7 +651,12 @@ impl ServiceApp {
                     build_inventory(&config, db, &workers_shutdown, redis.as_ref(), true).await?;
                 (
                     addr,
-                    spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),
+                    spawn_grpc(
+                        listener,
+                        inventory.into_server(),
+                        telemetry.metrics.clone(),
+                        server_shutdown.clone(),
+                    ),
                     workers,
                 )
             }
@@ -626,7 +668,12 @@ impl ServiceApp {
                     build_order(&config, db, &config.services.inventory, &workers_shutdown).await?;
                 (
                     addr,
-                    spawn_grpc(listener, order.into_server(), server_shutdown.clone()),
+                    spawn_grpc(
+                        listener,
+                        order.into_server(),
+                        telemetry.metrics.clone(),
+                        server_shutdown.clone(),
+                    ),
                     workers,
                 )
             }

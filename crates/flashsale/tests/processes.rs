@@ -7,7 +7,9 @@ mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
+use common::{
+    ip, promtool_check, scrape, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::process::Child;
@@ -218,6 +220,51 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Every process serves its own metrics: valid exposition, and each counts its own calls.
+    let expect = [
+        (auth_addr, "auth", "flashsale.auth.v1.Auth/Login"),
+        (
+            inventory_addr,
+            "inventory",
+            "flashsale.inventory.v1.Inventory/Reserve",
+        ),
+        (order_addr, "order", "flashsale.order.v1.Orders/Submit"),
+    ];
+    for (addr, service, method) in expect {
+        let exposition = scrape(addr).await;
+        promtool_check(service, &exposition).await;
+        assert!(
+            exposition.contains(&format!(
+                "flashsale_grpc_requests_total{{method=\"{method}\",code=\"OK\"}}"
+            )),
+            "{service} does not count {method}:\n{exposition}"
+        );
+        assert!(exposition.contains("flashsale_grpc_request_duration_seconds_bucket"));
+    }
+    let inventory_metrics = scrape(inventory_addr).await;
+    assert!(
+        inventory_metrics.contains(&format!(
+            "flashsale_stock_remaining{{sale=\"{sale_id}\"}} 0"
+        )),
+        "{inventory_metrics}"
+    );
+    assert!(scrape(order_addr)
+        .await
+        .contains("flashsale_orders_persisted_total 1"));
+    let gateway_metrics = scrape(http).await;
+    promtool_check("gateway", &gateway_metrics).await;
+    assert!(
+        gateway_metrics.contains(&format!(
+            "flashsale_buy_outcomes_total{{outcome=\"accepted\",sale=\"{sale_id}\"}} 1"
+        )),
+        "{gateway_metrics}"
+    );
+    // The second buy: refused by the inventory, or locally once the gateway knew.
+    assert!(
+        gateway_metrics.contains("flashsale_buy_outcomes_total{outcome=\"sold_out"),
+        "{gateway_metrics}"
+    );
 
     for child in [second_gateway, gateway, order, inventory, auth] {
         sigterm_and_wait(child).await;

@@ -56,10 +56,6 @@ impl Limits {
             Ok(Decision::Refused { retry_after }) => {
                 metrics::counter!(flashsale_telemetry::metrics::RATE_LIMITED, "route" => route.as_str())
                     .increment(1);
-                if let Route::Buy = route {
-                    metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => "rate_limited")
-                        .increment(1);
-                }
                 Err(ApiError::rate_limited(whole_seconds(retry_after)))
             }
             Err(e) => {

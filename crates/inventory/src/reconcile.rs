@@ -89,6 +89,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     flashsale_storage::periodic::every(interval, shutdown, || async {
+        match stock.unconfirmed(i64::MAX).await {
+            Ok(open) => {
+                metrics::gauge!(flashsale_telemetry::metrics::RESERVATIONS_UNCONFIRMED)
+                    .set(open.len() as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count unconfirmed reservations"),
+        }
         if let Err(e) = reconcile_once(&*catalog, &*stock, flashsale_storage::now_ms(), grace).await
         {
             tracing::error!(error = %e, "stock reconciliation failed");

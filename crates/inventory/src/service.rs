@@ -286,6 +286,7 @@ impl Inventory for InventoryService {
                 "this sale's stock is being rebuilt; retry shortly",
             ));
         }
+        let started = std::time::Instant::now();
         let decision = self
             .stock
             .reserve(ReserveRequest {
@@ -297,6 +298,16 @@ impl Inventory for InventoryService {
             })
             .await
             .map_err(|e| backend_unavailable(&e))?;
+        metrics::histogram!(flashsale_telemetry::metrics::STOCK_CALL_LATENCY, "op" => "reserve")
+            .record(started.elapsed().as_secs_f64());
+        if matches!(
+            decision.outcome,
+            ReserveOutcome::Reserved | ReserveOutcome::SoldOut | ReserveOutcome::LimitReached
+        ) {
+            // A known sale (the id was checked above), so the label set stays bounded.
+            metrics::gauge!(flashsale_telemetry::metrics::STOCK_REMAINING, "sale" => r.sale_id.to_string())
+                .set(decision.remaining as f64);
+        }
         if decision.outcome == ReserveOutcome::NotFound {
             // A sale we know that the backend does not: its state was lost.
             if let Some(sale) = self.sales.read().get(&r.sale_id).cloned() {

@@ -89,7 +89,11 @@ async fn persist_batch(
 ) {
     let mut pause = Duration::from_millis(10);
     loop {
-        match store.insert_batch(&batch, payment_timeout_ms).await {
+        let started = std::time::Instant::now();
+        let written = store.insert_batch(&batch, payment_timeout_ms).await;
+        metrics::histogram!(flashsale_telemetry::metrics::DB_LATENCY, "op" => "insert_orders")
+            .record(started.elapsed().as_secs_f64());
+        match written {
             Ok(inserted) => {
                 metrics::counter!(flashsale_telemetry::metrics::ORDERS_PERSISTED)
                     .increment(inserted);

@@ -170,7 +170,10 @@ async fn write_journal(
         if batch.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         let result = insert_journal(&db, &batch).await;
+        metrics::histogram!(flashsale_telemetry::metrics::DB_LATENCY, "op" => "journal_commit")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(new) => {
                 depth.fetch_add(i64::try_from(new).unwrap_or(0), Ordering::Relaxed);

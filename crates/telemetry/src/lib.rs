@@ -6,11 +6,13 @@
 //!   request from the HTTP gateway through every gRPC hop.
 //! * [`span`] builds the per-request span (request id + trace id on every log line) for both the
 //!   HTTP gateway and the gRPC servers, from the same headers.
-//! * [`metrics`] installs the Prometheus recorder and names the metrics.
+//! * [`metrics`] installs the Prometheus recorder and names the metrics;
+//!   [`grpc_metrics`] counts and times every gRPC request.
 //! * [`traces`] records spans as OpenTelemetry spans (OTLP export, sampling) and
 //!   [`span_buffer`] keeps recent ones in memory for `/debug/traces/{id}`.
 //! * [`pii`] masks personal data and scrubs it from log lines.
 
+pub mod grpc_metrics;
 pub mod logging;
 pub mod metrics;
 pub mod pii;

@@ -449,3 +449,50 @@ pub async fn spawn_binary(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
 }
+
+/// `GET /metrics` of a process (the gateway's HTTP port, or a gRPC service's port, which also
+/// answers HTTP/1.1).
+pub async fn scrape(addr: SocketAddr) -> String {
+    let r = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET /metrics on {addr}");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+/// Checks an exposition with `promtool check metrics` (Debian's `prometheus` package): format
+/// errors and lint problems (missing HELP, counters without `_total`, bad units) fail the
+/// test. Without promtool the check is skipped, saying so, except under `CI=true`.
+pub async fn promtool_check(what: &str, exposition: &str) {
+    use tokio::io::AsyncWriteExt;
+    let spawned = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but promtool cannot run ({e}); .ci/run installs it")
+        }
+        Err(e) => {
+            eprintln!("skipping promtool check of {what}: {e} (apt-get install prometheus)");
+            return;
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(exposition.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed for {what}:\n{}{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -36,8 +36,22 @@ pub fn order_id_for(user_id: i64, key: &str) -> Uuid {
 /// Largest quantity a buy may ask for (the per-user limit usually binds first).
 const MAX_QUANTITY: i64 = 1_000_000;
 
-fn outcome(label: &'static str) {
-    metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => label).increment(1);
+/// Counts a buy decision of a sale this gateway knows (so the sale label stays bounded by the
+/// sales that exist; a refusal before the sale is known is labelled `unknown`).
+fn outcome(label: &'static str, sale: Option<i64>) {
+    let sale = sale.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+    metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => label, "sale" => sale)
+        .increment(1);
+}
+
+/// Counts a refusal by the anti-brush limits as a buy outcome.
+fn count_rate_limited(result: &Result<(), ApiError>, sale: Option<i64>) {
+    if result
+        .as_ref()
+        .is_err_and(|e| e.status == StatusCode::TOO_MANY_REQUESTS)
+    {
+        outcome("rate_limited", sale);
+    }
 }
 
 /// Buys from a sale. Retries with the same `Idempotency-Key` return the same order.
@@ -77,10 +91,12 @@ pub async fn buy(
     // buy (random sale ids must not buy unlimited lookups).
     let charged = !state.sales.is_cached(sale_id);
     if charged {
-        state
+        let checked = state
             .limits
             .check_buy(user.client.ip, user.user_id, sale_id)
-            .await?;
+            .await;
+        count_rate_limited(&checked, None);
+        checked?;
     }
 
     // Local fast path: unknown, not-yet-open and sold-out sales cost no hop. A closed sale is
@@ -91,7 +107,7 @@ pub async fn buy(
         .await?
         .ok_or_else(|| ApiError::not_found("no such sale"))?;
     if now < sale.starts_at_ms {
-        outcome("not_started");
+        outcome("not_started", Some(sale_id));
         return Err(ApiError::new(
             StatusCode::TOO_EARLY,
             "sale_not_started",
@@ -105,7 +121,7 @@ pub async fn buy(
         )));
     }
     if state.sales.known_sold_out(&sale, now) && !state.accepted.contains_key(&order_id.as_u128()) {
-        outcome("sold_out_local");
+        outcome("sold_out_local", Some(sale_id));
         return Err(ApiError::conflict("sold_out", "sold out"));
     }
 
@@ -113,10 +129,12 @@ pub async fn buy(
     // cost nothing and tell nothing that GET /sales/{id} does not, so they are not counted
     // (and a sold-out stampede does not even reach a shared limiter in Redis). Counted once.
     if !charged {
-        state
+        let checked = state
             .limits
             .check_buy(user.client.ip, user.user_id, sale_id)
-            .await?;
+            .await;
+        count_rate_limited(&checked, Some(sale_id));
+        checked?;
     }
 
     // The atomic decision.
@@ -144,14 +162,14 @@ pub async fn buy(
             if reserved.remaining <= 0 {
                 state.sales.mark_sold_out(&sale, now);
             }
-            outcome("sold_out");
+            outcome("sold_out", Some(sale_id));
             return Err(ApiError::conflict("sold_out", "sold out"));
         }
         ReserveOutcome::LimitReached => {
             if reserved.remaining > 0 {
                 state.sales.clear_sold_out(&sale);
             }
-            outcome("limit_reached");
+            outcome("limit_reached", Some(sale_id));
             return Err(ApiError::conflict(
                 "per_user_limit_reached",
                 format!(
@@ -172,7 +190,7 @@ pub async fn buy(
             ));
         }
         ReserveOutcome::Ended => {
-            outcome("ended");
+            outcome("ended", Some(sale_id));
             return Err(ApiError::conflict("sale_ended", "the sale has ended"));
         }
         ReserveOutcome::OrderIdConflict => {
@@ -201,7 +219,7 @@ pub async fn buy(
         }),
     })?))
     .await?;
-    outcome("accepted");
+    outcome("accepted", Some(sale_id));
     Ok((
         StatusCode::ACCEPTED,
         Json(BuyAccepted {
