@@ -34,13 +34,19 @@ pub async fn login(
     let user_agent_hash = binding_hash(client.user_agent.as_bytes());
     let reply = ctx
         .run(auth.login(ctx.request(LoginRequest {
-            email: body.email,
+            email: body.email.clone(),
             password: body.password,
             ip_hash: ip_hash.clone(),
             user_agent_hash: user_agent_hash.clone(),
         })?))
         .await?;
     if reply.token.is_empty() {
+        // Personal data masked: the account's first letter and domain, the client's network.
+        tracing::info!(
+            account = %flashsale_telemetry::pii::mask_email(&body.email),
+            client = %flashsale_telemetry::pii::mask_ip(client.ip),
+            "login refused"
+        );
         return Err(ApiError::unauthorized("wrong email or password"));
     }
     // Cache the new session now, and remember the token as authenticated for this client, so

@@ -40,7 +40,11 @@ pub async fn register(
         })?))
         .await?;
     if reply.email_taken {
-        tracing::info!("registration of an existing email: nothing created");
+        tracing::info!(
+            account = %flashsale_telemetry::pii::mask_email(&email),
+            client = %flashsale_telemetry::pii::mask_ip(client.ip),
+            "registration of an existing email: nothing created"
+        );
     }
     Ok((
         StatusCode::ACCEPTED,
