@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let shutdown = flashsale::shutdown::on_signal();
     let result = run(service, config, telemetry, shutdown).await;
     if let Some(tracing) = tracing {
-        tracing.shutdown();
+        // Exports what is still batched; blocking, so off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
     }
     result
 }

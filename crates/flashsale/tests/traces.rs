@@ -230,7 +230,9 @@ async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_code(r).await, "invalid_trace_id");
     app.finish().await;
-    tracing.shutdown();
+    tokio::task::spawn_blocking(move || tracing.shutdown())
+        .await
+        .unwrap();
 }
 
 async fn body_code(r: reqwest::Response) -> String {

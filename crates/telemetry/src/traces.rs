@@ -137,7 +137,8 @@ impl Tracing {
         self.buffer.as_ref()
     }
 
-    /// Exports what is still batched and stops the pipeline.
+    /// Exports what is still batched and stops the pipeline. Blocks until the exporter is done:
+    /// call it from a blocking context (`spawn_blocking`), not on a runtime worker.
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {
             tracing::warn!(error = %e, "trace pipeline did not shut down cleanly");
