@@ -9,7 +9,8 @@
 //! POST /api/v1/sales/1/orders  server  2.41 ms
 //! ├─ flashsale.inventory.Inventory/Reserve  server  0.62 ms  (+0.31 ms)
 //! └─ flashsale.order.Orders/Submit  server  1.02 ms  (+1.10 ms)
-//! linked from another trace:
+//!    └─ order.enqueue  producer  0.81 ms  (+1.20 ms)
+//! linked from other traces:
 //! order.persist  consumer  3.80 ms  (batch of 12)
 //! ```
 

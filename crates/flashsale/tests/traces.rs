@@ -161,7 +161,14 @@ async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
         reserve.start_unix_us < submit.start_unix_us,
         "reserve, then enqueue"
     );
-    // The consumer wrote the order in its own trace, linked to the Submit span.
+    // The durable publish inside Submit, then the consumer's write in its own trace, linked to
+    // the publish.
+    let enqueue = find(&view.spans, "order.enqueue");
+    assert_eq!(enqueue.kind, "producer");
+    assert_eq!(
+        enqueue.parent_span_id.as_deref(),
+        Some(submit.span_id.as_str())
+    );
     let persist = find(&view.spans, "order.persist");
     assert_eq!(persist.kind, "consumer");
     assert_ne!(persist.trace_id, trace_id);
@@ -169,7 +176,7 @@ async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
         persist
             .links
             .iter()
-            .any(|l| l.trace_id == trace_id && l.span_id == submit.span_id),
+            .any(|l| l.trace_id == trace_id && l.span_id == enqueue.span_id),
         "{persist:#?}"
     );
     let stored = app.stored_orders(sale, 1).await;
@@ -208,6 +215,7 @@ async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
         text.contains("└─ flashsale.order.v1.Orders/Submit"),
         "{text}"
     );
+    assert!(text.contains("   └─ order.enqueue  producer"), "{text}");
     assert!(
         text.contains("linked from other traces:\norder.persist  consumer"),
         "{text}"

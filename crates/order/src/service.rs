@@ -13,6 +13,7 @@ use flashsale_proto::order::{
     orders_server::{Orders, OrdersServer},
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::{
     expiry::release_stock,
@@ -208,6 +209,10 @@ impl Orders for OrderService {
                  idempotency_key at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
             )));
         }
+        // The durable publish is its own span (a producer): the consumer's batch span links to
+        // it, so a trace shows the time spent in the queue's commit and where the order went.
+        let enqueue = tracing::info_span!("order.enqueue", otel.kind = "producer");
+        let trace = enqueue.in_scope(flashsale_telemetry::span::current_span_context);
         self.queue
             .publish(OrderRequest {
                 order_id: order.order_id,
@@ -217,8 +222,9 @@ impl Orders for OrderService {
                 price_cents: order.price_cents,
                 idempotency_key: order.idempotency_key,
                 accepted_at_ms: order.accepted_at_ms,
-                trace: flashsale_telemetry::span::current_span_context(),
+                trace,
             })
+            .instrument(enqueue)
             .await
             .map_err(|e| match e {
                 QueueError::Stale { .. } => Status::deadline_exceeded(e.to_string()),
