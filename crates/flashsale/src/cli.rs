@@ -93,4 +93,19 @@ pub enum Service {
     Inventory,
     /// Order queue and orders.
     Order,
+    /// Service registry (instances register; clients watch).
+    Registry,
+}
+
+impl Service {
+    /// The name instances register under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Auth => "auth",
+            Service::Inventory => "inventory",
+            Service::Order => "order",
+            Service::Registry => "registry",
+        }
+    }
 }

@@ -6,11 +6,14 @@
 //!   environment variables.
 //! * [`startup`]: builds each service and serves it on its own port; `dev` runs all four in one
 //!   process through the same gRPC code path as separate processes.
+//! * [`discovery`]: where clients find the services (static list or registry replicas) and how a
+//!   service registers itself.
 //! * [`shutdown`]: SIGINT/SIGTERM handling.
 //! * [`ops`]: operator commands against running services (`inventory reconcile`).
 
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod ops;
 pub mod shutdown;
 pub mod startup;

@@ -6,9 +6,15 @@
 //! separate from running (bind first, then serve), so tests can bind port 0 and ask for the
 //! address.
 //!
+//! Every gRPC server also serves `grpc.health.v1` (tonic-health) and sheds load: past
+//! `grpc_max_in_flight` requests at once, it answers `RESOURCE_EXHAUSTED` at once instead of
+//! queueing (tower `ConcurrencyLimit` + `LoadShed`).
+//!
 //! Shutdown drains in order: the gateway stops accepting and finishes in-flight requests, then
 //! the gRPC servers stop, then the order consumer writes what is still queued. Each stage gets
-//! [`GRACE`] before it is abandoned (the order journal keeps anything not yet written).
+//! [`GRACE`] before it is abandoned (the order journal keeps anything not yet written). A
+//! `serve`d gRPC service first deregisters from the registry and reports `NOT_SERVING`, so
+//! clients stop picking it, then drains.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -35,14 +41,17 @@ use flashsale_order::{
 };
 use flashsale_proto::inventory::inventory_client::InventoryClient;
 use flashsale_redis::Redis;
+use flashsale_registry::{Balanced, Registrar, RegistryService};
 use flashsale_storage::{Database, Durability};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{server::TcpIncoming, Channel, Server};
+use tonic::transport::{server::TcpIncoming, Server};
+use tonic_health::server::HealthReporter;
+use tower::{limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::{cli::Service, config::Config};
+use crate::{cli::Service, config::Config, discovery::listen_address};
 
 /// How long each shutdown stage may take before it is abandoned.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -295,30 +304,25 @@ async fn build_inventory(
 }
 
 /// A client of the inventory service at `addr` (`host:port` or a URI); connects on first use.
-pub fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Channel::from_shared(uri)
-        .map_err(|e| StartupError::Config(format!("inventory address {addr:?}: {e}")))?
-        .connect_lazy();
+pub fn inventory_client(addr: &str) -> Result<InventoryClient<Balanced>, StartupError> {
+    let channel = Balanced::direct(addr)
+        .map_err(|e| StartupError::Config(format!("inventory address: {e}")))?;
     Ok(InventoryClient::new(channel))
 }
 
-/// The order service and its background workers (consumer, expiry sweeper).
+/// The order service and its background workers (consumer, expiry sweeper); `inventory`
+/// receives its stock releases.
 async fn build_order(
     config: &Config,
     db: Database,
-    inventory_addr: &str,
+    inventory: InventoryClient<Balanced>,
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
     let max_age_ms = i64::try_from(config.order.max_accept_age_ms).unwrap_or(i64::MAX);
     let queue: Arc<dyn OrderQueue> =
         JournalQueue::open(db.clone(), config.order.journal_batch_max, max_age_ms).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(db));
-    let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
+    let releaser: Arc<dyn StockReleaser> = Arc::new(inventory);
     let timeout_ms =
         i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let workers = vec![
@@ -339,12 +343,20 @@ async fn build_order(
     Ok((OrderService::new(queue, store, releaser), workers))
 }
 
-/// Serves one gRPC service on `listener` until `shutdown` is cancelled.
+/// A running gRPC server: its task and its health reporter.
+type Grpc = (
+    JoinHandle<Result<(), tonic::transport::Error>>,
+    HealthReporter,
+);
+
+/// Serves one gRPC service on `listener`, with `grpc.health.v1` reporting it `SERVING` and
+/// load shedding past `max_in_flight` requests, until `shutdown` is cancelled.
 fn spawn_grpc<S>(
     listener: TcpListener,
     service: S,
+    max_in_flight: usize,
     shutdown: CancellationToken,
-) -> JoinHandle<Result<(), tonic::transport::Error>>
+) -> Grpc
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -357,14 +369,32 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    tokio::spawn(async move {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let serving = reporter.clone();
+    let task = tokio::spawn(async move {
+        serving.set_serving::<S>().await;
         Server::builder()
             .tcp_nodelay(true)
             .layer(TraceLayer::new_for_grpc().make_span_with(flashsale_telemetry::span::make_span))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight.max(1)))
+            .add_service(health)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
             .await
-    })
+    });
+    (task, reporter)
+}
+
+/// Takes an instance out of rotation before it drains: deregisters it from the registry
+/// replicas (clients watching drop it at once), then reports every service `NOT_SERVING`.
+async fn leave(registrar: Option<Registrar>, health: &HealthReporter) {
+    if let Some(registrar) = registrar {
+        registrar.deregister().await;
+    }
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 }
 
 /// Waits for tasks, giving up after [`GRACE`].
@@ -461,12 +491,26 @@ impl DevApp {
             false,
         )
         .await?;
-        let (order, mut workers) = build_order(&config, db, &inv_addr, &workers_shutdown).await?;
+        let (order, mut workers) =
+            build_order(&config, db, inventory_client(&inv_addr)?, &workers_shutdown).await?;
         workers.extend(inventory_workers);
+        let limit = config.grpc_max_in_flight;
         let servers = vec![
-            spawn_grpc(auth_l, auth.into_server(), servers_shutdown.clone()),
-            spawn_grpc(inv_l, inventory.into_server(), servers_shutdown.clone()),
-            spawn_grpc(order_l, order.into_server(), servers_shutdown.clone()),
+            spawn_grpc(auth_l, auth.into_server(), limit, servers_shutdown.clone()).0,
+            spawn_grpc(
+                inv_l,
+                inventory.into_server(),
+                limit,
+                servers_shutdown.clone(),
+            )
+            .0,
+            spawn_grpc(
+                order_l,
+                order.into_server(),
+                limit,
+                servers_shutdown.clone(),
+            )
+            .0,
         ];
         let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
             .map_err(|e| StartupError::Config(e.to_string()))?;
@@ -512,6 +556,8 @@ pub struct ServiceApp {
     service: Service,
     addr: SocketAddr,
     running: Running,
+    /// Stops following the registry (clients of other services) once the service stopped.
+    discovery_shutdown: CancellationToken,
 }
 
 enum Running {
@@ -521,6 +567,8 @@ enum Running {
     },
     Grpc {
         server: JoinHandle<Result<(), tonic::transport::Error>>,
+        health: HealthReporter,
+        registrar: Option<Registrar>,
         server_shutdown: CancellationToken,
         workers: Vec<JoinHandle<()>>,
         workers_shutdown: CancellationToken,
@@ -547,7 +595,10 @@ impl ServiceApp {
         config.check().map_err(StartupError::Config)?;
         let server_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
-        let (addr, server, workers) = match service {
+        let discovery_shutdown = CancellationToken::new();
+        let limit = config.grpc_max_in_flight;
+        let s = &config.services;
+        let ((server, health), addr, workers) = match service {
             Service::Gateway => {
                 if config.gateway.insecure_skip_auth {
                     return Err(StartupError::Config(
@@ -556,9 +607,7 @@ impl ServiceApp {
                     ));
                 }
                 let keys = token_keys(&config, false).await?;
-                let s = &config.services;
-                let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)
-                    .map_err(|e| StartupError::Config(e.to_string()))?;
+                let upstreams = crate::discovery::upstreams(&config, &discovery_shutdown)?;
                 let listener = bind(&config.http_addr.to_string()).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, gateway_uses_redis(&config)).await?;
@@ -567,46 +616,70 @@ impl ServiceApp {
                     service,
                     addr,
                     running: Running::Gateway { listener, state },
+                    discovery_shutdown,
                 });
             }
             Service::Auth => {
                 let db = open_database(&config).await?;
                 let keys = token_keys(&config, false).await?;
-                let listener = bind(&config.services.auth).await?;
+                let listener = bind(&listen_address(&s.auth)).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, auth_uses_redis(&config)).await?;
                 let auth = build_auth(&config, db, keys, redis.as_ref()).await?;
-                (
-                    addr,
-                    spawn_grpc(listener, auth.into_server(), server_shutdown.clone()),
-                    Vec::new(),
-                )
+                let server =
+                    spawn_grpc(listener, auth.into_server(), limit, server_shutdown.clone());
+                (server, addr, Vec::new())
             }
             Service::Inventory => {
                 let db = open_database(&config).await?;
-                let listener = bind(&config.services.inventory).await?;
+                let listener = bind(&listen_address(&s.inventory)).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, inventory_uses_redis(&config)).await?;
                 let (inventory, workers) =
                     build_inventory(&config, db, &workers_shutdown, redis.as_ref(), true).await?;
-                (
-                    addr,
-                    spawn_grpc(listener, inventory.into_server(), server_shutdown.clone()),
-                    workers,
-                )
+                let server = spawn_grpc(
+                    listener,
+                    inventory.into_server(),
+                    limit,
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
             }
             Service::Order => {
                 let db = open_database(&config).await?;
-                let listener = bind(&config.services.order).await?;
+                let listener = bind(&listen_address(&s.order)).await?;
                 let addr = local_addr(&listener)?;
+                let inventory = crate::discovery::inventory(&config, &discovery_shutdown)?;
                 let (order, workers) =
-                    build_order(&config, db, &config.services.inventory, &workers_shutdown).await?;
-                (
-                    addr,
-                    spawn_grpc(listener, order.into_server(), server_shutdown.clone()),
-                    workers,
-                )
+                    build_order(&config, db, inventory, &workers_shutdown).await?;
+                let server = spawn_grpc(
+                    listener,
+                    order.into_server(),
+                    limit,
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
             }
+            Service::Registry => {
+                let listener = bind(&config.registry.addr).await?;
+                let addr = local_addr(&listener)?;
+                let registry = RegistryService::new(
+                    Duration::from_millis(config.registry.ttl_ms),
+                    server_shutdown.clone(),
+                );
+                let workers = vec![registry.spawn_evictor()];
+                let server = spawn_grpc(
+                    listener,
+                    registry.into_server(),
+                    limit,
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
+            }
+        };
+        let registrar = match service {
+            Service::Registry | Service::Gateway => None,
+            _ => crate::discovery::announce(&config, service, addr)?,
         };
         tracing::info!(?service, %addr, "serving");
         Ok(Self {
@@ -614,10 +687,13 @@ impl ServiceApp {
             addr,
             running: Running::Grpc {
                 server,
+                health,
+                registrar,
                 server_shutdown,
                 workers,
                 workers_shutdown,
             },
+            discovery_shutdown,
         })
     }
 
@@ -628,10 +704,13 @@ impl ServiceApp {
 
     /// Serves until `shutdown` is cancelled, then drains (server first, then workers).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let _stop_discovery = self.discovery_shutdown.drop_guard();
         match self.running {
             Running::Gateway { listener, state } => serve_gateway(listener, state, &shutdown).await,
             Running::Grpc {
                 mut server,
+                health,
+                registrar,
                 server_shutdown,
                 workers,
                 workers_shutdown,
@@ -640,6 +719,8 @@ impl ServiceApp {
                     () = shutdown.cancelled() => None,
                     ended = &mut server => Some(ended),
                 };
+                // Out of rotation first, then drain.
+                leave(registrar, &health).await;
                 server_shutdown.cancel();
                 if let Some(ended) = stopped_early {
                     // The server ended on its own: stop the workers and exit with its error.
