@@ -343,11 +343,15 @@ async fn build_order(
     Ok((OrderService::new(queue, store, releaser), workers))
 }
 
-/// A running gRPC server: its task and its health reporter.
-type Grpc = (
-    JoinHandle<Result<(), tonic::transport::Error>>,
-    HealthReporter,
-);
+/// A running gRPC server: its task and its health.
+type Grpc = (JoinHandle<Result<(), tonic::transport::Error>>, Health);
+
+/// What a gRPC server reports on `grpc.health.v1`.
+struct Health {
+    reporter: HealthReporter,
+    /// Full name of the service it serves (`flashsale.inventory.v1.Inventory`).
+    service: &'static str,
+}
 
 /// Serves one gRPC service on `listener`, with `grpc.health.v1` reporting it `SERVING` and
 /// load shedding past `max_in_flight` requests, until `shutdown` is cancelled.
@@ -383,18 +387,25 @@ where
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
             .await
     });
-    (task, reporter)
+    let health = Health {
+        reporter,
+        service: S::NAME,
+    };
+    (task, health)
 }
 
 /// Takes an instance out of rotation before it drains: deregisters it from the registry
 /// replicas (clients watching drop it at once), then reports every service `NOT_SERVING`.
-async fn leave(registrar: Option<Registrar>, health: &HealthReporter) {
+async fn leave(registrar: Option<Registrar>, health: &Health) {
     if let Some(registrar) = registrar {
         registrar.deregister().await;
     }
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    for name in ["", health.service] {
+        health
+            .reporter
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
 }
 
 /// Waits for tasks, giving up after [`GRACE`].
@@ -567,7 +578,7 @@ enum Running {
     },
     Grpc {
         server: JoinHandle<Result<(), tonic::transport::Error>>,
-        health: HealthReporter,
+        health: Health,
         registrar: Option<Registrar>,
         server_shutdown: CancellationToken,
         workers: Vec<JoinHandle<()>>,

@@ -71,24 +71,34 @@ impl Registrar {
 
     /// Stops heartbeating and removes the instance from every replica (each within a second;
     /// a replica that cannot be reached evicts it after the TTL).
-    pub async fn deregister(self) {
+    pub async fn deregister(mut self) {
         self.stop.cancel();
-        for task in self.loops {
+        for task in std::mem::take(&mut self.loops) {
             let _ = task.await;
         }
-        let calls = self.clients.into_iter().map(|mut client| {
-            let request = timed(DeregisterRequest {
-                service: self.instance.service.clone(),
-                address: self.instance.address.clone(),
+        let calls = std::mem::take(&mut self.clients)
+            .into_iter()
+            .map(|mut client| {
+                let request = timed(DeregisterRequest {
+                    service: self.instance.service.clone(),
+                    address: self.instance.address.clone(),
+                });
+                async move { client.deregister(request).await }
             });
-            async move { client.deregister(request).await }
-        });
         for result in futures::future::join_all(calls).await {
             if let Err(e) = result {
                 tracing::warn!(error = %e, "deregistering failed; the registry evicts after the TTL");
             }
         }
         tracing::info!(service = %self.instance.service, address = %self.instance.address, "deregistered");
+    }
+}
+
+impl Drop for Registrar {
+    /// Dropping stops the heartbeats without deregistering: the registry evicts the instance
+    /// after its TTL, as it would after a crash.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
