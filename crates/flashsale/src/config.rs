@@ -120,6 +120,26 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// `flashsale dev` only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DevConfig {
+    /// Instances of each gRPC service (`--instances`); above 1 needs Redis stock and sessions.
+    pub instances: usize,
+    /// Put the services behind an in-process registry even with one instance (`--registry`);
+    /// always on with more than one instance.
+    pub registry: bool,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            registry: false,
+        }
+    }
+}
+
 /// The registry service (`flashsale serve registry`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -188,6 +208,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// The registry service.
     pub registry: RegistryConfig,
+    /// `flashsale dev` settings.
+    pub dev: DevConfig,
     /// Requests each gRPC service serves at once; more are shed at once with
     /// `RESOURCE_EXHAUSTED` (the gateway answers `503` with `Retry-After`).
     pub grpc_max_in_flight: usize,
@@ -219,6 +241,7 @@ impl Default for Config {
             services: ServiceAddrs::default(),
             discovery: DiscoveryConfig::default(),
             registry: RegistryConfig::default(),
+            dev: DevConfig::default(),
             grpc_max_in_flight: 10_000,
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
@@ -319,6 +342,12 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         }
         if let Some(dir) = &dev.data_dir {
             figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(instances) = dev.instances {
+            figment = figment.merge(Serialized::default("dev.instances", instances));
+        }
+        if dev.registry {
+            figment = figment.merge(Serialized::default("dev.registry", true));
         }
     }
     figment.extract().map_err(|e| ConfigError(Box::new(e)))

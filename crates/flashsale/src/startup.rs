@@ -446,8 +446,9 @@ async fn serve_gateway(
 pub struct DevApp {
     http: TcpListener,
     http_addr: SocketAddr,
-    grpc_addrs: [SocketAddr; 3],
+    grpc_addrs: Vec<SocketAddr>,
     gateway: AppState,
+    registrars: Vec<Registrar>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     servers_shutdown: CancellationToken,
     workers: Vec<JoinHandle<()>>,
@@ -468,21 +469,19 @@ impl DevApp {
     /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
     pub async fn build(config: Config, metrics: PrometheusHandle) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Config)?;
+        let instances = config.dev.instances.max(1);
+        let use_registry = config.dev.registry || instances > 1;
+        if instances > 1 && !(inventory_uses_redis(&config) && auth_uses_redis(&config)) {
+            return Err(StartupError::Config(
+                "dev --instances above 1 needs shared state: set inventory.stock = \"redis\" and \
+                 auth.sessions = \"redis\""
+                    .into(),
+            ));
+        }
         let db = open_database(&config).await?;
         let keys = token_keys(&config, true).await?;
         let http = bind(&config.http_addr.to_string()).await?;
         let http_addr = local_addr(&http)?;
-        let (auth_l, inv_l, order_l) = (
-            bind("127.0.0.1:0").await?,
-            bind("127.0.0.1:0").await?,
-            bind("127.0.0.1:0").await?,
-        );
-        let grpc_addrs = [
-            local_addr(&auth_l)?,
-            local_addr(&inv_l)?,
-            local_addr(&order_l)?,
-        ];
-        let [auth_addr, inv_addr, order_addr] = grpc_addrs.map(|a| a.to_string());
 
         let servers_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
@@ -493,38 +492,123 @@ impl DevApp {
                 || inventory_uses_redis(&config),
         )
         .await?;
-        let auth = build_auth(&config, db.clone(), keys.clone(), redis.as_ref()).await?;
-        let (inventory, inventory_workers) = build_inventory(
-            &config,
-            db.clone(),
-            &workers_shutdown,
-            redis.as_ref(),
-            false,
-        )
-        .await?;
-        let (order, mut workers) =
-            build_order(&config, db, inventory_client(&inv_addr)?, &workers_shutdown).await?;
-        workers.extend(inventory_workers);
         let limit = config.grpc_max_in_flight;
-        let servers = vec![
-            spawn_grpc(auth_l, auth.into_server(), limit, servers_shutdown.clone()).0,
-            spawn_grpc(
-                inv_l,
-                inventory.into_server(),
-                limit,
+        let mut servers = Vec::new();
+        let mut workers = Vec::new();
+        let mut grpc_addrs = Vec::new();
+
+        // With a registry, every instance registers with it and every client balances over
+        // what it announces, exactly as separate processes would.
+        let registry = if use_registry {
+            let listener = bind("127.0.0.1:0").await?;
+            let addr = local_addr(&listener)?;
+            let service = RegistryService::new(
+                Duration::from_millis(config.registry.ttl_ms),
                 servers_shutdown.clone(),
+            );
+            workers.push(service.spawn_evictor());
+            servers.push(
+                spawn_grpc(
+                    listener,
+                    service.into_server(),
+                    limit,
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            grpc_addrs.push(addr);
+            Some(vec![addr.to_string()])
+        } else {
+            None
+        };
+        let client = |service: Service, fixed: &str| -> Result<Balanced, StartupError> {
+            match &registry {
+                Some(replicas) => {
+                    let set = flashsale_registry::Source::Registry(replicas.clone())
+                        .resolve(service.name(), &workers_shutdown)
+                        .map_err(|e| StartupError::Config(e.to_string()))?;
+                    Ok(Balanced::over(set, &config.discovery.balance))
+                }
+                None => Balanced::direct(fixed).map_err(|e| StartupError::Config(e.to_string())),
+            }
+        };
+
+        let mut registrars = Vec::new();
+        let mut first = None;
+        for _ in 0..instances {
+            let (auth_l, inv_l, order_l) = (
+                bind("127.0.0.1:0").await?,
+                bind("127.0.0.1:0").await?,
+                bind("127.0.0.1:0").await?,
+            );
+            let addrs = [
+                local_addr(&auth_l)?,
+                local_addr(&inv_l)?,
+                local_addr(&order_l)?,
+            ];
+            let auth = build_auth(&config, db.clone(), keys.clone(), redis.as_ref()).await?;
+            let (inventory, inventory_workers) = build_inventory(
+                &config,
+                db.clone(),
+                &workers_shutdown,
+                redis.as_ref(),
+                false,
             )
-            .0,
-            spawn_grpc(
-                order_l,
-                order.into_server(),
-                limit,
-                servers_shutdown.clone(),
-            )
-            .0,
-        ];
-        let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
-            .map_err(|e| StartupError::Config(e.to_string()))?;
+            .await?;
+            let releases = InventoryClient::new(client(Service::Inventory, &addrs[1].to_string())?);
+            let (order, order_workers) =
+                build_order(&config, db.clone(), releases, &workers_shutdown).await?;
+            workers.extend(inventory_workers);
+            workers.extend(order_workers);
+            servers.push(spawn_grpc(auth_l, auth.into_server(), limit, servers_shutdown.clone()).0);
+            servers.push(
+                spawn_grpc(
+                    inv_l,
+                    inventory.into_server(),
+                    limit,
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            servers.push(
+                spawn_grpc(
+                    order_l,
+                    order.into_server(),
+                    limit,
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            if let Some(replicas) = &registry {
+                for (service, addr) in [Service::Auth, Service::Inventory, Service::Order]
+                    .into_iter()
+                    .zip(addrs)
+                {
+                    let instance = flashsale_proto::registry::Instance {
+                        service: service.name().to_owned(),
+                        address: addr.to_string(),
+                        weight: config.discovery.weight.max(1),
+                        metadata: config.discovery.metadata.clone().into_iter().collect(),
+                    };
+                    registrars.push(
+                        Registrar::start(
+                            replicas,
+                            instance,
+                            Duration::from_millis(config.discovery.heartbeat_ms),
+                        )
+                        .map_err(|e| StartupError::Config(e.to_string()))?,
+                    );
+                }
+            }
+            first.get_or_insert(addrs.map(|a| a.to_string()));
+            grpc_addrs.extend(addrs);
+        }
+        let [auth_addr, inv_addr, order_addr] = first.unwrap_or_default();
+        let upstreams = Upstreams::new(
+            client(Service::Auth, &auth_addr)?,
+            client(Service::Inventory, &inv_addr)?,
+            client(Service::Order, &order_addr)?,
+        );
         if config.gateway.insecure_skip_auth {
             tracing::warn!(
                 "gateway.insecure_skip_auth is on: customer requests are NOT authenticated \
@@ -532,12 +616,13 @@ impl DevApp {
             );
         }
         let gateway = gateway_state(&config, keys, upstreams, redis.as_ref(), metrics)?;
-        tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
+        tracing::info!(%http_addr, instances, registry = use_registry, grpc = ?grpc_addrs, "flashsale dev started");
         Ok(Self {
             http,
             http_addr,
             grpc_addrs,
             gateway,
+            registrars,
             servers,
             servers_shutdown,
             workers,
@@ -553,6 +638,7 @@ impl DevApp {
     /// Serves until `shutdown` is cancelled, then drains: gateway, gRPC servers, order workers.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         serve_gateway(self.http, self.gateway, &shutdown).await?;
+        futures::future::join_all(self.registrars.into_iter().map(Registrar::deregister)).await;
         self.servers_shutdown.cancel();
         join_all("grpc servers", self.servers).await;
         self.workers_shutdown.cancel();
