@@ -31,10 +31,13 @@ use tonic::{
     Request, Response, Status,
 };
 
+/// Each release: the order id and the deadline it came with.
+type Releases = Arc<Mutex<Vec<(String, Option<Duration>)>>>;
+
 /// An inventory that only releases, recording each release's deadline.
 #[derive(Clone, Default)]
 struct RecordingInventory {
-    releases: Arc<Mutex<Vec<(String, Option<Duration>)>>>,
+    releases: Releases,
 }
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {

@@ -412,7 +412,7 @@ async fn leases_expire_without_heartbeats_last_with_them_and_deregistering_is_im
     // A registrar heartbeats: it outlives several TTLs.
     let instance = TestInstance::start().await;
     let registrar = Registrar::start(
-        &[registry.clone()],
+        std::slice::from_ref(&registry),
         Instance {
             service: "order".into(),
             address: instance.addr.to_string(),
