@@ -153,11 +153,20 @@ impl Service<Req> for Balanced {
         match &mut self.0 {
             Inner::Direct(channel) => {
                 let call = channel.call(request);
-                Box::pin(async move { call.await.map_err(Into::into) })
+                Box::pin(async move { call.await.map_err(unavailable) })
             }
             Inner::Pool(pool) => Box::pin(pool.call(request)),
         }
     }
+}
+
+/// A transport failure (no connection, connection lost) as the gRPC status it is,
+/// `UNAVAILABLE`, so callers can tell it from a failure of the call itself and retry idempotent
+/// calls (tonic would report it as `UNKNOWN`). The transport error stays as the source.
+fn unavailable(error: tonic::transport::Error) -> BoxError {
+    let mut status = tonic::Status::unavailable(format!("instance unreachable: {error}"));
+    status.set_source(Arc::new(error));
+    Box::new(status)
 }
 
 /// Ejection bookkeeping shared by every instance of one pool.
@@ -302,7 +311,7 @@ impl Service<Req> for Ejecting {
                 }
                 Err(e) => {
                     outlier.failure();
-                    Err(e.into())
+                    Err(unavailable(e))
                 }
             }
         })
