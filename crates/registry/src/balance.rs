@@ -162,11 +162,17 @@ impl Service<Req> for Balanced {
 
 /// A transport failure (no connection, connection lost) as the gRPC status it is,
 /// `UNAVAILABLE`, so callers can tell it from a failure of the call itself and retry idempotent
-/// calls (tonic would report it as `UNKNOWN`). The transport error stays as the source.
+/// calls (tonic would report it as `UNKNOWN`). Failures tonic does classify keep their status
+/// (a deadline the channel enforced stays `CANCELLED`, which is never retried).
 fn unavailable(error: tonic::transport::Error) -> BoxError {
-    let mut status = tonic::Status::unavailable(format!("instance unreachable: {error}"));
-    status.set_source(Arc::new(error));
-    Box::new(status)
+    let status = tonic::Status::from_error(Box::new(error));
+    if status.code() != tonic::Code::Unknown {
+        return Box::new(status);
+    }
+    Box::new(tonic::Status::unavailable(format!(
+        "instance unreachable: {}",
+        status.message()
+    )))
 }
 
 /// Ejection bookkeeping shared by every instance of one pool.
