@@ -2,7 +2,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["auth.proto", "inventory.proto", "order.proto"];
+    let files = [
+        "auth.proto",
+        "inventory.proto",
+        "order.proto",
+        "registry.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -86,6 +86,13 @@ pub struct DevArgs {
     /// `data_dir` from the configuration].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Instances of each gRPC service, behind an in-process registry [default: 1]. Above 1
+    /// needs `inventory.stock = "redis"` and `auth.sessions = "redis"`.
+    #[arg(long, value_name = "N")]
+    pub instances: Option<usize>,
+    /// Put the services behind the in-process registry even with one instance.
+    #[arg(long)]
+    pub registry: bool,
 }
 
 /// Options of `flashsale serve`.
@@ -106,4 +113,19 @@ pub enum Service {
     Inventory,
     /// Order queue and orders.
     Order,
+    /// Service registry (instances register; clients watch).
+    Registry,
+}
+
+impl Service {
+    /// The name instances register under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Auth => "auth",
+            Service::Inventory => "inventory",
+            Service::Order => "order",
+            Service::Registry => "registry",
+        }
+    }
 }

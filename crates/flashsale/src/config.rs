@@ -50,7 +50,9 @@ pub enum Durability {
     Power,
 }
 
-/// Where each gRPC service listens (`serve`) or is reached (gateway, order → inventory).
+/// Where each gRPC service listens (`serve`) or is reached (gateway, order → inventory). With
+/// static discovery a comma-separated list makes clients balance over every address listed
+/// (`serve` listens on the first).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ServiceAddrs {
@@ -68,6 +70,91 @@ impl Default for ServiceAddrs {
             auth: "127.0.0.1:50051".into(),
             inventory: "127.0.0.1:50052".into(),
             order: "127.0.0.1:50053".into(),
+        }
+    }
+}
+
+/// Where clients find the instances of a service.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoverySource {
+    /// The addresses in `services.*` (a comma-separated list balances over all of them).
+    #[default]
+    Static,
+    /// The registry replicas in `discovery.registries`.
+    Registry,
+}
+
+/// Service discovery, balancing, and how this instance announces itself (`discovery.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// Where clients find instances.
+    pub source: DiscoverySource,
+    /// Registry replicas (`host:port`); with `source = "registry"`, instances register with
+    /// all of them and clients merge what they see.
+    pub registries: Vec<String>,
+    /// Balancing policy and outlier ejection.
+    pub balance: flashsale_registry::BalanceConfig,
+    /// This instance's weight when it registers.
+    pub weight: u32,
+    /// Address registered for this instance [default: the address it listens on].
+    pub advertise: Option<String>,
+    /// Metadata registered with this instance.
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// Heartbeat interval (at most a third of the registry's TTL is used).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            source: DiscoverySource::Static,
+            registries: vec!["127.0.0.1:50050".into()],
+            balance: flashsale_registry::BalanceConfig::default(),
+            weight: 1,
+            advertise: None,
+            metadata: std::collections::BTreeMap::new(),
+            heartbeat_ms: 1_000,
+        }
+    }
+}
+
+/// `flashsale dev` only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DevConfig {
+    /// Instances of each gRPC service (`--instances`); above 1 needs Redis stock and sessions.
+    pub instances: usize,
+    /// Put the services behind an in-process registry even with one instance (`--registry`);
+    /// always on with more than one instance.
+    pub registry: bool,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        Self {
+            instances: 1,
+            registry: false,
+        }
+    }
+}
+
+/// The registry service (`flashsale serve registry`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RegistryConfig {
+    /// Where it listens.
+    pub addr: String,
+    /// Lease of an instance after each heartbeat; evicted when it runs out.
+    pub ttl_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:50050".into(),
+            ttl_ms: 3_000,
         }
     }
 }
@@ -117,6 +204,15 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// gRPC addresses of the services.
     pub services: ServiceAddrs,
+    /// Service discovery and balancing.
+    pub discovery: DiscoveryConfig,
+    /// The registry service.
+    pub registry: RegistryConfig,
+    /// `flashsale dev` settings.
+    pub dev: DevConfig,
+    /// Requests each gRPC service serves at once; more are shed at once with
+    /// `RESOURCE_EXHAUSTED` (the gateway answers `503` with `Retry-After`).
+    pub grpc_max_in_flight: usize,
     /// Gateway settings.
     pub gateway: GatewayConfig,
     /// Auth service settings.
@@ -146,6 +242,10 @@ impl Default for Config {
             redis: flashsale_redis::RedisConfig::default(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             services: ServiceAddrs::default(),
+            discovery: DiscoveryConfig::default(),
+            registry: RegistryConfig::default(),
+            dev: DevConfig::default(),
+            grpc_max_in_flight: 10_000,
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             inventory: InventoryConfig::default(),
@@ -192,6 +292,11 @@ impl Config {
             return Err(
                 "order.journal_batch_max must be 1..=4000 and order.batch_max 1..=2500".into(),
             );
+        }
+        if self.discovery.source == DiscoverySource::Registry
+            && self.discovery.registries.is_empty()
+        {
+            return Err("discovery.source = registry needs discovery.registries".into());
         }
         if self.order.max_accept_age_ms <= self.gateway.budget_ms {
             return Err(format!(
@@ -241,6 +346,12 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         }
         if let Some(dir) = &dev.data_dir {
             figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(instances) = dev.instances {
+            figment = figment.merge(Serialized::default("dev.instances", instances));
+        }
+        if dev.registry {
+            figment = figment.merge(Serialized::default("dev.registry", true));
         }
     }
     figment.extract().map_err(|e| ConfigError(Box::new(e)))

@@ -6,12 +6,15 @@
 //!   environment variables.
 //! * [`startup`]: builds each service and serves it on its own port; `dev` runs all four in one
 //!   process through the same gRPC code path as separate processes.
+//! * [`discovery`]: where clients find the services (static list or registry replicas) and how a
+//!   service registers itself.
 //! * [`shutdown`]: SIGINT/SIGTERM handling.
 //! * [`ops`]: operator commands against running services (`inventory reconcile`).
 //! * [`traces`]: `flashsale trace <id>`, one request's spans as a tree.
 
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod ops;
 pub mod shutdown;
 pub mod startup;

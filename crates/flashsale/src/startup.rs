@@ -6,9 +6,15 @@
 //! separate from running (bind first, then serve), so tests can bind port 0 and ask for the
 //! address.
 //!
+//! Every gRPC server also serves `grpc.health.v1` (tonic-health) and sheds load: past
+//! `grpc_max_in_flight` requests at once, it answers `RESOURCE_EXHAUSTED` at once instead of
+//! queueing (tower `ConcurrencyLimit` + `LoadShed`).
+//!
 //! Shutdown drains in order: the gateway stops accepting and finishes in-flight requests, then
 //! the gRPC servers stop, then the order consumer writes what is still queued. Each stage gets
-//! [`GRACE`] before it is abandoned (the order journal keeps anything not yet written).
+//! [`GRACE`] before it is abandoned (the order journal keeps anything not yet written). A
+//! `serve`d gRPC service first deregisters from the registry and reports `NOT_SERVING`, so
+//! clients stop picking it, then drains.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -35,15 +41,18 @@ use flashsale_order::{
 };
 use flashsale_proto::inventory::inventory_client::InventoryClient;
 use flashsale_redis::Redis;
+use flashsale_registry::{Balanced, Registrar, RegistryService};
 use flashsale_storage::{Database, Durability};
 use flashsale_telemetry::span_buffer::SpanBuffer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{server::TcpIncoming, Channel, Server};
+use tonic::transport::{server::TcpIncoming, Server};
+use tonic_health::server::HealthReporter;
+use tower::{limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::{cli::Service, config::Config};
+use crate::{cli::Service, config::Config, discovery::listen_address};
 
 /// How long each shutdown stage may take before it is abandoned.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -321,30 +330,25 @@ async fn build_inventory(
 }
 
 /// A client of the inventory service at `addr` (`host:port` or a URI); connects on first use.
-pub fn inventory_client(addr: &str) -> Result<InventoryClient<Channel>, StartupError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Channel::from_shared(uri)
-        .map_err(|e| StartupError::Config(format!("inventory address {addr:?}: {e}")))?
-        .connect_lazy();
+pub fn inventory_client(addr: &str) -> Result<InventoryClient<Balanced>, StartupError> {
+    let channel = Balanced::direct(addr)
+        .map_err(|e| StartupError::Config(format!("inventory address: {e}")))?;
     Ok(InventoryClient::new(channel))
 }
 
-/// The order service and its background workers (consumer, expiry sweeper).
+/// The order service and its background workers (consumer, expiry sweeper); `inventory`
+/// receives its stock releases.
 async fn build_order(
     config: &Config,
     db: Database,
-    inventory_addr: &str,
+    inventory: InventoryClient<Balanced>,
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
     let max_age_ms = i64::try_from(config.order.max_accept_age_ms).unwrap_or(i64::MAX);
     let queue: Arc<dyn OrderQueue> =
         JournalQueue::open(db.clone(), config.order.journal_batch_max, max_age_ms).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(db));
-    let releaser: Arc<dyn StockReleaser> = Arc::new(inventory_client(inventory_addr)?);
+    let releaser: Arc<dyn StockReleaser> = Arc::new(inventory);
     let timeout_ms =
         i64::try_from(config.order.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let workers = vec![
@@ -365,14 +369,26 @@ async fn build_order(
     Ok((OrderService::new(queue, store, releaser), workers))
 }
 
-/// Serves one gRPC service on `listener` until `shutdown` is cancelled, with `GET /metrics`
-/// (Prometheus, HTTP/1.1) on the same port, every request counted and timed per method.
+/// A running gRPC server: its task and its health.
+type Grpc = (JoinHandle<Result<(), tonic::transport::Error>>, Health);
+
+/// What a gRPC server reports on `grpc.health.v1`.
+struct Health {
+    reporter: HealthReporter,
+    /// Full name of the service it serves (`flashsale.inventory.v1.Inventory`).
+    service: &'static str,
+}
+
+/// Serves one gRPC service on `listener`, with `grpc.health.v1` reporting it `SERVING`, load
+/// shedding past `max_in_flight` requests, every request counted and timed per method, and
+/// `GET /metrics` (Prometheus, HTTP/1.1) on the same port, until `shutdown` is cancelled.
 fn spawn_grpc<S>(
     listener: TcpListener,
     service: S,
+    max_in_flight: usize,
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
-) -> JoinHandle<Result<(), tonic::transport::Error>>
+) -> Grpc
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
@@ -385,7 +401,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let routes = tonic::service::Routes::new(service)
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let serving = reporter.clone();
+    let routes = tonic::service::Routes::new(health)
+        .add_service(service)
         .into_axum_router()
         .route(
             "/metrics",
@@ -394,17 +413,40 @@ where
                 async move { ([(http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body) }
             }),
         );
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        serving.set_serving::<S>().await;
         Server::builder()
             .tcp_nodelay(true)
             // Prometheus scrapes /metrics over HTTP/1.1; gRPC clients speak HTTP/2.
             .accept_http1(true)
             .layer(TraceLayer::new_for_grpc().make_span_with(flashsale_telemetry::span::make_span))
+            // Outside the shedding, so refused requests are counted too.
             .layer(flashsale_telemetry::grpc_metrics::GrpcMetricsLayer)
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight.max(1)))
             .add_routes(routes.into())
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned())
             .await
-    })
+    });
+    let health = Health {
+        reporter,
+        service: S::NAME,
+    };
+    (task, health)
+}
+
+/// Takes an instance out of rotation before it drains: deregisters it from the registry
+/// replicas (clients watching drop it at once), then reports every service `NOT_SERVING`.
+async fn leave(registrar: Option<Registrar>, health: &Health) {
+    if let Some(registrar) = registrar {
+        registrar.deregister().await;
+    }
+    for name in ["", health.service] {
+        health
+            .reporter
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
 }
 
 /// Waits for tasks, giving up after [`GRACE`].
@@ -445,8 +487,9 @@ async fn serve_gateway(
 pub struct DevApp {
     http: TcpListener,
     http_addr: SocketAddr,
-    grpc_addrs: [SocketAddr; 3],
+    grpc_addrs: Vec<SocketAddr>,
     gateway: AppState,
+    registrars: Vec<Registrar>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     servers_shutdown: CancellationToken,
     workers: Vec<JoinHandle<()>>,
@@ -467,21 +510,19 @@ impl DevApp {
     /// serving in [`DevApp::run_until_stopped`]. The gRPC services bind ephemeral loopback ports.
     pub async fn build(config: Config, telemetry: Telemetry) -> Result<Self, StartupError> {
         config.check().map_err(StartupError::Config)?;
+        let instances = config.dev.instances.max(1);
+        let use_registry = config.dev.registry || instances > 1;
+        if instances > 1 && !(inventory_uses_redis(&config) && auth_uses_redis(&config)) {
+            return Err(StartupError::Config(
+                "dev --instances above 1 needs shared state: set inventory.stock = \"redis\" and \
+                 auth.sessions = \"redis\""
+                    .into(),
+            ));
+        }
         let db = open_database(&config).await?;
         let keys = token_keys(&config, true).await?;
         let http = bind(&config.http_addr.to_string()).await?;
         let http_addr = local_addr(&http)?;
-        let (auth_l, inv_l, order_l) = (
-            bind("127.0.0.1:0").await?,
-            bind("127.0.0.1:0").await?,
-            bind("127.0.0.1:0").await?,
-        );
-        let grpc_addrs = [
-            local_addr(&auth_l)?,
-            local_addr(&inv_l)?,
-            local_addr(&order_l)?,
-        ];
-        let [auth_addr, inv_addr, order_addr] = grpc_addrs.map(|a| a.to_string());
 
         let servers_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
@@ -492,39 +533,126 @@ impl DevApp {
                 || inventory_uses_redis(&config),
         )
         .await?;
-        let auth = build_auth(&config, db.clone(), keys.clone(), redis.as_ref()).await?;
-        let (inventory, inventory_workers) = build_inventory(
-            &config,
-            db.clone(),
-            &workers_shutdown,
-            redis.as_ref(),
-            false,
-        )
-        .await?;
-        let (order, mut workers) = build_order(&config, db, &inv_addr, &workers_shutdown).await?;
-        workers.extend(inventory_workers);
-        let servers = vec![
-            spawn_grpc(
-                auth_l,
-                auth.into_server(),
-                telemetry.metrics.clone(),
+        let limit = config.grpc_max_in_flight;
+        let mut servers = Vec::new();
+        let mut workers = Vec::new();
+        let mut grpc_addrs = Vec::new();
+
+        // With a registry, every instance registers with it and every client balances over
+        // what it announces, exactly as separate processes would.
+        let registry = if use_registry {
+            let listener = bind("127.0.0.1:0").await?;
+            let addr = local_addr(&listener)?;
+            let service = RegistryService::new(
+                Duration::from_millis(config.registry.ttl_ms),
                 servers_shutdown.clone(),
-            ),
-            spawn_grpc(
-                inv_l,
-                inventory.into_server(),
-                telemetry.metrics.clone(),
-                servers_shutdown.clone(),
-            ),
-            spawn_grpc(
-                order_l,
-                order.into_server(),
-                telemetry.metrics.clone(),
-                servers_shutdown.clone(),
-            ),
-        ];
-        let upstreams = Upstreams::connect_lazy(&auth_addr, &inv_addr, &order_addr)
-            .map_err(|e| StartupError::Config(e.to_string()))?;
+            );
+            workers.push(service.spawn_evictor());
+            servers.push(
+                spawn_grpc(
+                    listener,
+                    service.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            grpc_addrs.push(addr);
+            Some(vec![addr.to_string()])
+        } else {
+            None
+        };
+        let client = |service: Service, fixed: &str| -> Result<Balanced, StartupError> {
+            match &registry {
+                Some(replicas) => {
+                    let set = flashsale_registry::Source::Registry(replicas.clone())
+                        .resolve(service.name(), &workers_shutdown)
+                        .map_err(|e| StartupError::Config(e.to_string()))?;
+                    Ok(Balanced::over(set, &config.discovery.balance))
+                }
+                None => Balanced::direct(fixed).map_err(|e| StartupError::Config(e.to_string())),
+            }
+        };
+
+        let mut registrars = Vec::new();
+        let mut first = None;
+        for _ in 0..instances {
+            let (auth_l, inv_l, order_l) = (
+                bind("127.0.0.1:0").await?,
+                bind("127.0.0.1:0").await?,
+                bind("127.0.0.1:0").await?,
+            );
+            let addrs = [
+                local_addr(&auth_l)?,
+                local_addr(&inv_l)?,
+                local_addr(&order_l)?,
+            ];
+            let auth = build_auth(&config, db.clone(), keys.clone(), redis.as_ref()).await?;
+            let (inventory, inventory_workers) = build_inventory(
+                &config,
+                db.clone(),
+                &workers_shutdown,
+                redis.as_ref(),
+                false,
+            )
+            .await?;
+            let releases = InventoryClient::new(client(Service::Inventory, &addrs[1].to_string())?);
+            let (order, order_workers) =
+                build_order(&config, db.clone(), releases, &workers_shutdown).await?;
+            workers.extend(inventory_workers);
+            workers.extend(order_workers);
+            servers.push(spawn_grpc(auth_l, auth.into_server(), limit, telemetry.metrics.clone(), servers_shutdown.clone()).0);
+            servers.push(
+                spawn_grpc(
+                    inv_l,
+                    inventory.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            servers.push(
+                spawn_grpc(
+                    order_l,
+                    order.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
+            if let Some(replicas) = &registry {
+                for (service, addr) in [Service::Auth, Service::Inventory, Service::Order]
+                    .into_iter()
+                    .zip(addrs)
+                {
+                    let instance = flashsale_proto::registry::Instance {
+                        service: service.name().to_owned(),
+                        address: addr.to_string(),
+                        weight: config.discovery.weight.max(1),
+                        metadata: config.discovery.metadata.clone().into_iter().collect(),
+                    };
+                    registrars.push(
+                        Registrar::start(
+                            replicas,
+                            instance,
+                            Duration::from_millis(config.discovery.heartbeat_ms),
+                        )
+                        .map_err(|e| StartupError::Config(e.to_string()))?,
+                    );
+                }
+            }
+            first.get_or_insert(addrs.map(|a| a.to_string()));
+            grpc_addrs.extend(addrs);
+        }
+        let [auth_addr, inv_addr, order_addr] = first.unwrap_or_default();
+        let upstreams = Upstreams::new(
+            client(Service::Auth, &auth_addr)?,
+            client(Service::Inventory, &inv_addr)?,
+            client(Service::Order, &order_addr)?,
+        );
         if config.gateway.insecure_skip_auth {
             tracing::warn!(
                 "gateway.insecure_skip_auth is on: customer requests are NOT authenticated \
@@ -532,12 +660,13 @@ impl DevApp {
             );
         }
         let gateway = gateway_state(&config, keys, upstreams, redis.as_ref(), telemetry)?;
-        tracing::info!(%http_addr, auth = %auth_addr, inventory = %inv_addr, order = %order_addr, "flashsale dev started");
+        tracing::info!(%http_addr, instances, registry = use_registry, grpc = ?grpc_addrs, "flashsale dev started");
         Ok(Self {
             http,
             http_addr,
             grpc_addrs,
             gateway,
+            registrars,
             servers,
             servers_shutdown,
             workers,
@@ -553,6 +682,7 @@ impl DevApp {
     /// Serves until `shutdown` is cancelled, then drains: gateway, gRPC servers, order workers.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         serve_gateway(self.http, self.gateway, &shutdown).await?;
+        futures::future::join_all(self.registrars.into_iter().map(Registrar::deregister)).await;
         self.servers_shutdown.cancel();
         join_all("grpc servers", self.servers).await;
         self.workers_shutdown.cancel();
@@ -567,6 +697,8 @@ pub struct ServiceApp {
     service: Service,
     addr: SocketAddr,
     running: Running,
+    /// Stops following the registry (clients of other services) once the service stopped.
+    discovery_shutdown: CancellationToken,
 }
 
 enum Running {
@@ -576,6 +708,8 @@ enum Running {
     },
     Grpc {
         server: JoinHandle<Result<(), tonic::transport::Error>>,
+        health: Health,
+        registrar: Option<Registrar>,
         server_shutdown: CancellationToken,
         workers: Vec<JoinHandle<()>>,
         workers_shutdown: CancellationToken,
@@ -602,7 +736,10 @@ impl ServiceApp {
         config.check().map_err(StartupError::Config)?;
         let server_shutdown = CancellationToken::new();
         let workers_shutdown = CancellationToken::new();
-        let (addr, server, workers) = match service {
+        let discovery_shutdown = CancellationToken::new();
+        let limit = config.grpc_max_in_flight;
+        let s = &config.services;
+        let ((server, health), addr, workers) = match service {
             Service::Gateway => {
                 if config.gateway.insecure_skip_auth {
                     return Err(StartupError::Config(
@@ -611,9 +748,7 @@ impl ServiceApp {
                     ));
                 }
                 let keys = token_keys(&config, false).await?;
-                let s = &config.services;
-                let upstreams = Upstreams::connect_lazy(&s.auth, &s.inventory, &s.order)
-                    .map_err(|e| StartupError::Config(e.to_string()))?;
+                let upstreams = crate::discovery::upstreams(&config, &discovery_shutdown)?;
                 let listener = bind(&config.http_addr.to_string()).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, gateway_uses_redis(&config)).await?;
@@ -622,61 +757,73 @@ impl ServiceApp {
                     service,
                     addr,
                     running: Running::Gateway { listener, state },
+                    discovery_shutdown,
                 });
             }
             Service::Auth => {
                 let db = open_database(&config).await?;
                 let keys = token_keys(&config, false).await?;
-                let listener = bind(&config.services.auth).await?;
+                let listener = bind(&listen_address(&s.auth)).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, auth_uses_redis(&config)).await?;
                 let auth = build_auth(&config, db, keys, redis.as_ref()).await?;
-                (
-                    addr,
-                    spawn_grpc(
-                        listener,
-                        auth.into_server(),
-                        telemetry.metrics.clone(),
-                        server_shutdown.clone(),
-                    ),
-                    Vec::new(),
-                )
+                let server =
+                    spawn_grpc(listener, auth.into_server(), limit, telemetry.metrics.clone(), server_shutdown.clone());
+                (server, addr, Vec::new())
             }
             Service::Inventory => {
                 let db = open_database(&config).await?;
-                let listener = bind(&config.services.inventory).await?;
+                let listener = bind(&listen_address(&s.inventory)).await?;
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, inventory_uses_redis(&config)).await?;
                 let (inventory, workers) =
                     build_inventory(&config, db, &workers_shutdown, redis.as_ref(), true).await?;
-                (
-                    addr,
-                    spawn_grpc(
-                        listener,
-                        inventory.into_server(),
-                        telemetry.metrics.clone(),
-                        server_shutdown.clone(),
-                    ),
-                    workers,
-                )
+                let server = spawn_grpc(
+                    listener,
+                    inventory.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
             }
             Service::Order => {
                 let db = open_database(&config).await?;
-                let listener = bind(&config.services.order).await?;
+                let listener = bind(&listen_address(&s.order)).await?;
                 let addr = local_addr(&listener)?;
+                let inventory = crate::discovery::inventory(&config, &discovery_shutdown)?;
                 let (order, workers) =
-                    build_order(&config, db, &config.services.inventory, &workers_shutdown).await?;
-                (
-                    addr,
-                    spawn_grpc(
-                        listener,
-                        order.into_server(),
-                        telemetry.metrics.clone(),
-                        server_shutdown.clone(),
-                    ),
-                    workers,
-                )
+                    build_order(&config, db, inventory, &workers_shutdown).await?;
+                let server = spawn_grpc(
+                    listener,
+                    order.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
             }
+            Service::Registry => {
+                let listener = bind(&config.registry.addr).await?;
+                let addr = local_addr(&listener)?;
+                let registry = RegistryService::new(
+                    Duration::from_millis(config.registry.ttl_ms),
+                    server_shutdown.clone(),
+                );
+                let workers = vec![registry.spawn_evictor()];
+                let server = spawn_grpc(
+                    listener,
+                    registry.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    server_shutdown.clone(),
+                );
+                (server, addr, workers)
+            }
+        };
+        let registrar = match service {
+            Service::Registry | Service::Gateway => None,
+            _ => crate::discovery::announce(&config, service, addr)?,
         };
         tracing::info!(?service, %addr, "serving");
         Ok(Self {
@@ -684,10 +831,13 @@ impl ServiceApp {
             addr,
             running: Running::Grpc {
                 server,
+                health,
+                registrar,
                 server_shutdown,
                 workers,
                 workers_shutdown,
             },
+            discovery_shutdown,
         })
     }
 
@@ -698,10 +848,13 @@ impl ServiceApp {
 
     /// Serves until `shutdown` is cancelled, then drains (server first, then workers).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let _stop_discovery = self.discovery_shutdown.drop_guard();
         match self.running {
             Running::Gateway { listener, state } => serve_gateway(listener, state, &shutdown).await,
             Running::Grpc {
                 mut server,
+                health,
+                registrar,
                 server_shutdown,
                 workers,
                 workers_shutdown,
@@ -710,6 +863,8 @@ impl ServiceApp {
                     () = shutdown.cancelled() => None,
                     ended = &mut server => Some(ended),
                 };
+                // Out of rotation first, then drain.
+                leave(registrar, &health).await;
                 server_shutdown.cancel();
                 if let Some(ended) = stopped_early {
                     // The server ended on its own: stop the workers and exit with its error.

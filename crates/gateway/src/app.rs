@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, ops::Deref, sync::Arc, time::Duration};
 
 use axum::{
+    error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
     middleware::{from_fn, from_fn_with_state},
     routing::{delete, get, post},
@@ -11,7 +12,7 @@ use axum::{
 use flashsale_auth::token::TokenKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{limit::GlobalConcurrencyLimitLayer, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -57,6 +58,8 @@ pub struct Inner {
     pub stock_events: Option<flashsale_redis::RedisConfig>,
     /// Recent spans of this process, served at `/debug/traces/{id}` (`flashsale dev`).
     pub traces: Option<flashsale_telemetry::span_buffer::SpanBuffer>,
+    /// Permits of the requests in flight (`max_in_flight`), shared by every route.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deref for AppState {
@@ -92,6 +95,7 @@ impl AppState {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(15 * 60))
                 .build(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             config,
             keys,
             upstreams,
@@ -129,6 +133,14 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 // Outside the budget and the panic guard, so 504s and 500s are counted too.
                 .layer(from_fn(record_metrics))
+                // Load shedding: past `max_in_flight` requests, answer 503 at once.
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::overloaded()
+                }))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(
+                    &state.in_flight,
+                )))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(from_fn_with_state(state.clone(), budget))
                 .layer(DefaultBodyLimit::max(state.config.body_limit_bytes)),

@@ -74,6 +74,9 @@ pub struct GatewayConfig {
     pub budget_ms: u64,
     /// Largest accepted request body in bytes.
     pub body_limit_bytes: usize,
+    /// Requests served at once; one more is shed at once with `503` and `Retry-After`
+    /// (load shedding: a saturated gateway answers fast instead of growing a queue).
+    pub max_in_flight: usize,
     /// How often the gateway asks the auth service for revoked sessions.
     pub revocation_poll_ms: u64,
     /// How old the last successful revocation poll may be before cached sessions are no longer
@@ -106,6 +109,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             budget_ms: 500,
             body_limit_bytes: 16 * 1024,
+            max_in_flight: 10_000,
             revocation_poll_ms: 250,
             revocation_max_staleness_ms: 1000,
             missing_sale_cache_ms: 1000,

@@ -120,6 +120,18 @@ impl ApiError {
             )
         }
     }
+    /// 503 with `Retry-After: 1`: this gateway, or the service behind it, is saturated and
+    /// sheds the request at once rather than queueing it.
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too busy to take this request now; retry shortly",
+            )
+        }
+    }
     /// 504: the request budget is spent.
     pub fn timeout() -> Self {
         Self::new(
@@ -138,11 +150,13 @@ impl ApiError {
     }
 
     /// Maps a failed gRPC call: deadline → 504, invalid argument → 422 with the service's
-    /// message, anything else → 503 (cause logged).
+    /// message, shed (resource exhausted) → 503 with `Retry-After`, anything else → 503 (cause
+    /// logged).
     pub fn from_status(status: tonic::Status) -> Self {
         match status.code() {
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => Self::timeout(),
             tonic::Code::InvalidArgument => Self::invalid(status.message()),
+            tonic::Code::ResourceExhausted => Self::overloaded(),
             code => {
                 tracing::error!(?code, message = status.message(), "upstream call failed");
                 Self::unavailable()

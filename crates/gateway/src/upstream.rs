@@ -1,10 +1,14 @@
 //! gRPC clients of the services behind the gateway, and the per-request call context.
 //!
-//! Each service is one lazily-connected HTTP/2 [`Channel`] (requests are multiplexed on it).
-//! Every call goes through a [`CallContext`]: it carries what is left of the request budget as
-//! the gRPC deadline (`grpc-timeout`), stops waiting when the budget is spent (`504`), and sends
-//! the request id and a child W3C `traceparent` as metadata so the service logs under the same
-//! trace.
+//! Each service is reached through a [`Balanced`] channel: one lazily-connected HTTP/2 channel
+//! to a fixed address, or a pool balanced over the instances the registry (or a static list)
+//! names (`flashsale_registry::balance`). Every call goes through a [`CallContext`]: it carries
+//! what is left of the request budget as the gRPC deadline (`grpc-timeout`), is not sent at all
+//! when nothing is left, stops waiting when the budget is spent (`504`), and sends the request
+//! id and a child W3C `traceparent` as metadata so the service logs under the same trace.
+//! Idempotent calls go through [`CallContext::retry`]: a call an instance could not take is
+//! tried again (on whichever instance the balancer picks) after a jittered backoff, only while
+//! the budget still has room.
 
 use std::{future::Future, time::Duration};
 
@@ -13,9 +17,11 @@ use flashsale_proto::{
     auth::auth_client::AuthClient, inventory::inventory_client::InventoryClient,
     order::orders_client::OrdersClient,
 };
+pub use flashsale_registry::AddressError;
+use flashsale_registry::{retry, Balanced};
 use flashsale_telemetry::{TraceContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use tokio::time::Instant;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::metadata::MetadataValue;
 
 use crate::error::ApiError;
 
@@ -23,47 +29,31 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     /// Auth service.
-    pub auth: AuthClient<Channel>,
+    pub auth: AuthClient<Balanced>,
     /// Inventory service.
-    pub inventory: InventoryClient<Channel>,
+    pub inventory: InventoryClient<Balanced>,
     /// Order service.
-    pub orders: OrdersClient<Channel>,
-}
-
-/// An address that is not a valid URI.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid service address {address:?}: {source}")]
-pub struct AddressError {
-    address: String,
-    #[source]
-    source: tonic::codegen::http::uri::InvalidUri,
-}
-
-fn channel(address: &str) -> Result<Channel, AddressError> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    Ok(Channel::from_shared(uri)
-        .map_err(|source| AddressError {
-            address: address.to_owned(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
+    pub orders: OrdersClient<Balanced>,
 }
 
 impl Upstreams {
-    /// Clients for services at these addresses (`host:port` or `http://host:port`); connects
-    /// on first use and reconnects after failures.
+    /// Clients over these channels.
+    pub fn new(auth: Balanced, inventory: Balanced, orders: Balanced) -> Self {
+        Self {
+            auth: AuthClient::new(auth),
+            inventory: InventoryClient::new(inventory),
+            orders: OrdersClient::new(orders),
+        }
+    }
+
+    /// Clients for services at these fixed addresses (`host:port` or `http://host:port`);
+    /// connects on first use and reconnects after failures.
     pub fn connect_lazy(auth: &str, inventory: &str, orders: &str) -> Result<Self, AddressError> {
-        Ok(Self {
-            auth: AuthClient::new(channel(auth)?),
-            inventory: InventoryClient::new(channel(inventory)?),
-            orders: OrdersClient::new(channel(orders)?),
-        })
+        Ok(Self::new(
+            Balanced::direct(auth)?,
+            Balanced::direct(inventory)?,
+            Balanced::direct(orders)?,
+        ))
     }
 }
 
@@ -125,6 +115,37 @@ impl CallContext {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(ApiError::from_status(status)),
             Err(_) => Err(ApiError::timeout()),
+        }
+    }
+
+    /// Runs an idempotent call (`call` sends one attempt of `message`), retrying failures an
+    /// instance could not take with jittered backoff while the budget has room for another
+    /// attempt. Never use it for a call that must not run twice.
+    pub async fn retry<M, T, F, Fut>(&self, message: M, mut call: F) -> Result<T, ApiError>
+    where
+        M: Clone,
+        F: FnMut(tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut retries = 0;
+        loop {
+            let attempt = call(self.request(message.clone())?);
+            let status = match tokio::time::timeout_at(self.deadline, attempt).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => return Err(ApiError::timeout()),
+            };
+            retries += 1;
+            let delay = retry::retryable(&status)
+                .then(|| retry::next_delay(retries, self.deadline))
+                .flatten();
+            match delay {
+                Some(delay) => {
+                    tracing::debug!(code = ?status.code(), retries, "retrying an idempotent call");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(ApiError::from_status(status)),
+            }
         }
     }
 }

@@ -74,7 +74,17 @@ pub async fn release_stock(
     releaser: &dyn StockReleaser,
     order_id: &str,
 ) -> Result<bool, StoreError> {
-    match releaser.release(order_id).await {
+    release_stock_within(store, releaser, order_id, crate::release::RELEASE_TIMEOUT).await
+}
+
+/// [`release_stock`] within `budget` (what is left of the request that asked for it).
+pub async fn release_stock_within(
+    store: &dyn OrderStore,
+    releaser: &dyn StockReleaser,
+    order_id: &str,
+    budget: std::time::Duration,
+) -> Result<bool, StoreError> {
+    match releaser.release_within(order_id, budget).await {
         Ok(()) => store.mark_released(order_id).await.map(|()| true),
         Err(e) => {
             tracing::warn!(error = %e, order_id, "stock release failed; will retry");

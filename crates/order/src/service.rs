@@ -15,13 +15,19 @@ use flashsale_proto::order::{
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use flashsale_registry::deadline::{incoming_deadline, pass_on};
+use tokio::time::Instant;
+
 use crate::{
-    expiry::release_stock,
+    expiry::release_stock_within,
     model::{Order, OrderRequest, OrderStatus},
     queue::{OrderQueue, QueueError},
-    release::StockReleaser,
+    release::{StockReleaser, RELEASE_TIMEOUT},
     store::OrderStore,
 };
+
+/// Time kept from the caller's budget for answering after the release to inventory returns.
+const RELEASE_RESERVE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The order service over its queue, store and stock releaser.
 #[derive(Clone)]
@@ -116,12 +122,14 @@ impl OrderService {
         Ok(order.filter(|o| o.user_id == user_id))
     }
 
-    /// Moves the user's order to `to`, retrying lost races on fresh data.
+    /// Moves the user's order to `to`, retrying lost races on fresh data. `deadline`: when
+    /// the caller stops waiting (bounds the release call to inventory).
     async fn transition(
         &self,
         order_id: &str,
         user_id: i64,
         to: OrderStatus,
+        deadline: Option<Instant>,
     ) -> Result<pb::TransitionReply, Status> {
         for _ in 0..TRANSITION_ATTEMPTS {
             let Some(order) = self.find(order_id, user_id).await? else {
@@ -144,10 +152,25 @@ impl OrderService {
                 .map_err(internal)?
             {
                 if to_now.releases_stock() {
-                    // The transition is committed; a release that fails now is retried by the
+                    // The transition is committed; a release that fails now (or that has no
+                    // time left in the caller's budget, so is not sent) is retried by the
                     // sweeper, so the answer is still "done".
-                    if let Err(e) = release_stock(&*self.store, &*self.releaser, &order.id).await {
-                        tracing::warn!(error = %e, order_id = %order.id, "release bookkeeping failed; the sweeper retries");
+                    match pass_on(deadline, RELEASE_RESERVE, RELEASE_TIMEOUT) {
+                        Some(budget) => {
+                            if let Err(e) = release_stock_within(
+                                &*self.store,
+                                &*self.releaser,
+                                &order.id,
+                                budget,
+                            )
+                            .await
+                            {
+                                tracing::warn!(error = %e, order_id = %order.id, "release bookkeeping failed; the sweeper retries");
+                            }
+                        }
+                        None => {
+                            tracing::debug!(order_id = %order.id, "no budget left to release now; the sweeper releases");
+                        }
                     }
                 }
                 let done = Order {
@@ -282,8 +305,9 @@ impl Orders for OrderService {
         &self,
         request: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::TransitionReply>, Status> {
+        let deadline = incoming_deadline(&request);
         let r = request.into_inner();
-        self.transition(&r.order_id, r.user_id, OrderStatus::Paid)
+        self.transition(&r.order_id, r.user_id, OrderStatus::Paid, deadline)
             .await
             .map(Response::new)
     }
@@ -292,8 +316,9 @@ impl Orders for OrderService {
         &self,
         request: Request<pb::TransitionRequest>,
     ) -> Result<Response<pb::TransitionReply>, Status> {
+        let deadline = incoming_deadline(&request);
         let r = request.into_inner();
-        self.transition(&r.order_id, r.user_id, OrderStatus::Cancelled)
+        self.transition(&r.order_id, r.user_id, OrderStatus::Cancelled, deadline)
             .await
             .map(Response::new)
     }

@@ -19,3 +19,8 @@ pub mod inventory {
 pub mod order {
     tonic::include_proto!("flashsale.order.v1");
 }
+
+/// Service registry: registration, heartbeats, watching the live instances of a service.
+pub mod registry {
+    tonic::include_proto!("flashsale.registry.v1");
+}

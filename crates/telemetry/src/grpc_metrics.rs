@@ -6,7 +6,8 @@
 //! `grpc-status` of a trailers-only response (how tonic answers errors); a response that
 //! starts normally is counted as `OK` (its status travels in trailers at the end of the
 //! stream, after this layer has measured it). Latency runs until the response headers, which
-//! for unary calls is the whole handler. Requests that are not gRPC (`GET /metrics` on the
+//! for unary calls is the whole handler. A request refused by the load shedding below this
+//! layer is counted as `RESOURCE_EXHAUSTED`. Requests that are not gRPC (`GET /metrics` on the
 //! same port) are not counted.
 
 use std::{
@@ -102,7 +103,9 @@ where
                         .headers()
                         .get("grpc-status")
                         .map_or("OK", |c| code_name(c.as_bytes())),
-                    Err(_) => "INTERNAL",
+                    // Below this layer only load shedding fails a request (the services
+                    // themselves answer every error as a gRPC status).
+                    Err(_) => "RESOURCE_EXHAUSTED",
                 };
                 record(method, code, started);
             }

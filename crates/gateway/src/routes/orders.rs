@@ -138,14 +138,18 @@ pub async fn buy(
     }
 
     // The atomic decision.
-    let mut inventory = state.upstreams.inventory.clone();
+    // Reserve is idempotent per order id, so a call an instance could not take is retried.
+    let reserve = ReserveRequest {
+        order_id: order_id.to_string(),
+        sale_id,
+        user_id: user.user_id,
+        quantity,
+    };
     let reserved = ctx
-        .run(inventory.reserve(ctx.request(ReserveRequest {
-            order_id: order_id.to_string(),
-            sale_id,
-            user_id: user.user_id,
-            quantity,
-        })?))
+        .retry(reserve, |request| {
+            let mut inventory = state.upstreams.inventory.clone();
+            async move { inventory.reserve(request).await }
+        })
         .await?;
     match reserved.outcome() {
         ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved => {
@@ -206,8 +210,8 @@ pub async fn buy(
     // Durably queue the order. On failure the reservation stays held for this order id: a retry
     // with the same key re-queues it; it is never released here, because a failed or timed-out
     // call may still have been committed.
-    let mut orders = state.upstreams.orders.clone();
-    ctx.run(orders.submit(ctx.request(SubmitRequest {
+    // Submit is idempotent per order id (the journal keeps an order id once).
+    let submit = SubmitRequest {
         order: Some(OrderRequest {
             order_id: order_id.to_string(),
             user_id: user.user_id,
@@ -217,7 +221,11 @@ pub async fn buy(
             idempotency_key: key,
             accepted_at_ms: now,
         }),
-    })?))
+    };
+    ctx.retry(submit, |request| {
+        let mut orders = state.upstreams.orders.clone();
+        async move { orders.submit(request).await }
+    })
     .await?;
     outcome("accepted", Some(sale_id));
     Ok((
@@ -246,12 +254,15 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Order>, ApiError> {
     let order_id = parse_order_id(&id)?;
-    let mut orders = state.upstreams.orders.clone();
+    let query = GetOrderRequest {
+        order_id,
+        user_id: user.user_id,
+    };
     let reply = ctx
-        .run(orders.get_order(ctx.request(GetOrderRequest {
-            order_id,
-            user_id: user.user_id,
-        })?))
+        .retry(query, |request| {
+            let mut orders = state.upstreams.orders.clone();
+            async move { orders.get_order(request).await }
+        })
         .await?;
     reply
         .order
@@ -267,11 +278,14 @@ pub async fn list(
     user: AuthUser,
     ctx: CallContext,
 ) -> Result<Json<Vec<Order>>, ApiError> {
-    let mut orders = state.upstreams.orders.clone();
+    let query = ListOrdersRequest {
+        user_id: user.user_id,
+    };
     let reply = ctx
-        .run(orders.list_orders(ctx.request(ListOrdersRequest {
-            user_id: user.user_id,
-        })?))
+        .retry(query, |request| {
+            let mut orders = state.upstreams.orders.clone();
+            async move { orders.list_orders(request).await }
+        })
         .await?;
     Ok(Json(reply.orders.into_iter().map(Order::from).collect()))
 }

@@ -49,9 +49,11 @@ pub async fn list(
     State(state): State<AppState>,
     ctx: CallContext,
 ) -> Result<Json<Vec<Sale>>, ApiError> {
-    let mut inventory = state.upstreams.inventory.clone();
     let reply = ctx
-        .run(inventory.list_sales(ctx.request(ListSalesRequest {})?))
+        .retry(ListSalesRequest {}, |request| {
+            let mut inventory = state.upstreams.inventory.clone();
+            async move { inventory.list_sales(request).await }
+        })
         .await?;
     Ok(Json(reply.sales.into_iter().map(Sale::from).collect()))
 }
@@ -65,9 +67,11 @@ pub async fn get(
     ctx: CallContext,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Sale>, ApiError> {
-    let mut inventory = state.upstreams.inventory.clone();
     let reply = ctx
-        .run(inventory.get_sale(ctx.request(GetSaleRequest { id })?))
+        .retry(GetSaleRequest { id }, |request| {
+            let mut inventory = state.upstreams.inventory.clone();
+            async move { inventory.get_sale(request).await }
+        })
         .await?;
     // A shopper looks at the sale before buying: the buy path then needs no lookup.
     if let Some(sale) = &reply.sale {
