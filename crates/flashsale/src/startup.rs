@@ -602,7 +602,16 @@ impl DevApp {
                 build_order(&config, db.clone(), releases, &workers_shutdown).await?;
             workers.extend(inventory_workers);
             workers.extend(order_workers);
-            servers.push(spawn_grpc(auth_l, auth.into_server(), limit, telemetry.metrics.clone(), servers_shutdown.clone()).0);
+            servers.push(
+                spawn_grpc(
+                    auth_l,
+                    auth.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    servers_shutdown.clone(),
+                )
+                .0,
+            );
             servers.push(
                 spawn_grpc(
                     inv_l,
@@ -767,8 +776,13 @@ impl ServiceApp {
                 let addr = local_addr(&listener)?;
                 let redis = redis_if_needed(&config, auth_uses_redis(&config)).await?;
                 let auth = build_auth(&config, db, keys, redis.as_ref()).await?;
-                let server =
-                    spawn_grpc(listener, auth.into_server(), limit, telemetry.metrics.clone(), server_shutdown.clone());
+                let server = spawn_grpc(
+                    listener,
+                    auth.into_server(),
+                    limit,
+                    telemetry.metrics.clone(),
+                    server_shutdown.clone(),
+                );
                 (server, addr, Vec::new())
             }
             Service::Inventory => {

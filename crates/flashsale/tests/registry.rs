@@ -103,7 +103,7 @@ async fn a_served_instance_reports_health_registers_and_deregisters_before_it_dr
     let registry = ServiceApp::build(
         Service::Registry,
         config.clone(),
-        flashsale_telemetry::metrics::detached(),
+        flashsale::startup::Telemetry::detached(),
     )
     .await
     .unwrap();
@@ -119,7 +119,7 @@ async fn a_served_instance_reports_health_registers_and_deregisters_before_it_dr
     let inventory = ServiceApp::build(
         Service::Inventory,
         inventory_config,
-        flashsale_telemetry::metrics::detached(),
+        flashsale::startup::Telemetry::detached(),
     )
     .await
     .unwrap();

@@ -142,6 +142,7 @@ async fn start(config: GatewayConfig) -> (SocketAddr, SlowInventory) {
         flashsale_limits::MemoryLimiter::new().into(),
         None,
         metrics,
+        None,
     );
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();

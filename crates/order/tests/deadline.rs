@@ -102,6 +102,7 @@ fn order(n: u128) -> OrderRequest {
         price_cents: 100,
         idempotency_key: format!("key-{n}"),
         accepted_at_ms: now_ms(),
+        trace: None,
     }
 }
 
