@@ -7,10 +7,12 @@
 //! * [`startup`]: builds each service and serves it on its own port; `dev` runs all four in one
 //!   process through the same gRPC code path as separate processes.
 //! * [`shutdown`]: SIGINT/SIGTERM handling.
+//! * [`queued_catalog`]: the inventory's view of the orders when requests queue on NATS.
 //! * [`ops`]: operator commands against running services (`inventory reconcile`).
 
 pub mod cli;
 pub mod config;
 pub mod ops;
+pub mod queued_catalog;
 pub mod shutdown;
 pub mod startup;

@@ -60,8 +60,8 @@ impl OrderStatus {
     }
 }
 
-/// An accepted buy, as queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An accepted buy, as queued (serialised as JSON on the NATS queue).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRequest {
     /// Order id (UUID text).
     pub order_id: String,

@@ -17,6 +17,9 @@ pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 pub const ORDERS_PERSISTED: &str = "flashsale_orders_persisted_total";
 /// Order requests accepted into the queue but not yet persisted.
 pub const QUEUE_DEPTH: &str = "flashsale_order_queue_depth";
+/// Order requests the NATS queue's consumer has not acknowledged yet: not yet delivered plus
+/// delivered and unacknowledged (`num_pending + num_ack_pending`).
+pub const QUEUE_LAG: &str = "flashsale_order_queue_consumer_lag";
 /// Size of the batches written by the order consumer.
 pub const PERSIST_BATCH: &str = "flashsale_order_persist_batch_size";
 /// Orders expired for want of payment.
