@@ -95,7 +95,7 @@ impl BenchArgs {
     /// The stock of the sale for this scenario.
     pub fn stock(&self) -> u64 {
         self.stock.unwrap_or(match self.scenario {
-            Scenario::Rush | Scenario::Ceiling => 1000,
+            Scenario::Rush | Scenario::Ceiling | Scenario::Persist => 1000,
             Scenario::Accept => self.demand(),
             Scenario::Mixed => self.demand().div_ceil(2),
         })
