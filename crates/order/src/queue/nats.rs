@@ -226,6 +226,9 @@ impl NatsStream {
 
     /// Which of `order_ids` have a request in the stream.
     pub async fn queued_ids(&self, order_ids: &[String]) -> Result<Vec<String>, QueueError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let wanted: HashSet<&str> = order_ids.iter().map(String::as_str).collect();
         let subjects = self.subjects(&format!("{}.>", self.subject)).await?;
         Ok(subjects
@@ -410,8 +413,9 @@ async fn fetch(
             let message = match message {
                 Ok(message) => message,
                 Err(e) => {
-                    tracing::warn!(error = %e, "order queue delivery failed");
-                    continue;
+                    // A missed heartbeat, a reconnect, a deleted consumer: pull anew.
+                    tracing::warn!(error = %e, "order queue delivery failed; pulling again");
+                    break;
                 }
             };
             let Some(request) = admit(&message, discard_after_ms).await else {
@@ -421,6 +425,7 @@ async fn fetch(
                 return; // The queue is gone; unacknowledged messages are redelivered.
             }
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
