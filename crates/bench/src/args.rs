@@ -18,6 +18,9 @@ pub enum Scenario {
     Mixed,
     /// A bare HTTP server on loopback: the machine's ceiling for the same client.
     Ceiling,
+    /// No HTTP: orders/s persisted by single-row inserts, by batch inserts and (with
+    /// `--nats-url`) from the NATS queue through the consumer, on `--database-url`.
+    Persist,
 }
 
 /// Options of `flashsale bench`.
@@ -71,6 +74,16 @@ pub struct BenchArgs {
     /// the spawned server's): `sqlite://PATH`, `postgres://…` or `mysql://…` / `mariadb://…`.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// `persist`: orders in the batched and the NATS phases (the single-row phase writes a
+    /// tenth of them, at most 10,000).
+    #[arg(long, default_value_t = 100_000)]
+    pub orders: usize,
+    /// `persist`: rows per batch insert (and per consumer batch).
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// `persist`: NATS server for the queued phase (a stream of the run's own, deleted after).
+    #[arg(long)]
+    pub nats_url: Option<String>,
 }
 
 impl BenchArgs {
@@ -82,7 +95,7 @@ impl BenchArgs {
     /// The stock of the sale for this scenario.
     pub fn stock(&self) -> u64 {
         self.stock.unwrap_or(match self.scenario {
-            Scenario::Rush | Scenario::Ceiling => 1000,
+            Scenario::Rush | Scenario::Ceiling | Scenario::Persist => 1000,
             Scenario::Accept => self.demand(),
             Scenario::Mixed => self.demand().div_ceil(2),
         })

@@ -4,7 +4,7 @@
 //!
 //! Modules: [`args`] (options), [`client`] (one keep-alive HTTP/1.1 connection), [`prepare`]
 //! (users, sale), [`workload`] (who buys next), [`load`] (closed/open loop), [`ceiling`] (bare
-//! server), [`settle`] (queue drained), [`check`] (guarantees), [`report`], [`spawn`]
+//! server), [`persist`] (orders/s into the database, without HTTP), [`settle`] (queue drained), [`check`] (guarantees), [`report`], [`spawn`]
 //! (`--spawn`), [`procfs`] (RSS, CPU).
 
 pub mod args;
@@ -13,6 +13,7 @@ pub mod check;
 pub mod client;
 pub mod error;
 pub mod load;
+pub mod persist;
 pub mod prepare;
 pub mod procfs;
 pub mod report;
@@ -39,6 +40,25 @@ use crate::{
 /// Runs the bench, prints the table, writes the JSON report if asked, and fails if a guarantee
 /// was violated.
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    if args.scenario == Scenario::Persist {
+        let database_url = args
+            .database_url
+            .clone()
+            .ok_or_else(|| BenchError::Usage("persist needs --database-url".into()))?;
+        let report = persist::run(&persist::PersistArgs {
+            database_url,
+            orders: args.orders,
+            batch: args.batch,
+            nats_url: args.nats_url.clone(),
+        })
+        .await?;
+        if let Some(path) = &args.json {
+            let json = serde_json::to_vec_pretty(&report)
+                .map_err(|e| BenchError::Io("encoding the report", e.into()))?;
+            std::fs::write(path, json).map_err(|e| BenchError::Io("writing the JSON report", e))?;
+        }
+        return Ok(Report::default());
+    }
     validate(&args)?;
     let mut report = Report {
         scenario: Some(args.scenario),

@@ -298,6 +298,22 @@ impl Config {
         {
             return Err("discovery.source = registry needs discovery.registries".into());
         }
+        // The NATS queue's publish timeout plays the part of the lock wait above (see
+        // `flashsale_order::queue::nats`): with its margin it must fit in the same allowance.
+        let stale_margin_ms =
+            u64::try_from(flashsale_order::queue::nats::STALE_MARGIN_MS).unwrap_or(0);
+        if self
+            .order
+            .nats
+            .publish_timeout_ms
+            .saturating_add(stale_margin_ms)
+            > lock_wait_ms
+        {
+            return Err(format!(
+                "order.nats.publish_timeout_ms ({}) + {stale_margin_ms} must not exceed the database lock wait ({lock_wait_ms})",
+                self.order.nats.publish_timeout_ms
+            ));
+        }
         if self.order.max_accept_age_ms <= self.gateway.budget_ms {
             return Err(format!(
                 "order.max_accept_age_ms ({}) must exceed gateway.budget_ms ({})",
@@ -427,5 +443,38 @@ mod tests {
         let mut config = Config::default();
         config.order.journal_batch_max = 10_000;
         assert!(config.check().is_err());
+        let mut config = Config::default();
+        config.order.nats.publish_timeout_ms = 9_500;
+        assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn the_nats_queue_is_chosen_and_pointed_at_a_server_in_toml() {
+        let config: Config = Figment::new()
+            .merge(Toml::string(
+                "[order]\nqueue = \"nats\"\n[order.nats]\nurl = \"nats://10.0.0.7:4222\"\nstream = \"S\"\nsubject = \"s.orders\"\ndurable = \"d\"",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(
+            config.order.queue,
+            flashsale_order::config::QueueBackend::Nats
+        );
+        assert_eq!(config.order.nats.url, "nats://10.0.0.7:4222");
+        assert_eq!(
+            (
+                config.order.nats.stream.as_str(),
+                config.order.nats.subject.as_str(),
+                config.order.nats.durable.as_str()
+            ),
+            ("S", "s.orders", "d")
+        );
+        assert_eq!(config.order.nats.publish_timeout_ms, 5_000);
+        assert!(config.check().is_ok());
+        let journal: Config = Figment::new().extract().unwrap();
+        assert_eq!(
+            journal.order.queue,
+            flashsale_order::config::QueueBackend::Journal
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! * [`discovery`]: where clients find the services (static list or registry replicas) and how a
 //!   service registers itself.
 //! * [`shutdown`]: SIGINT/SIGTERM handling.
+//! * [`queued_catalog`]: the inventory's view of the orders when requests queue on NATS.
 //! * [`ops`]: operator commands against running services (`inventory reconcile`).
 //! * [`traces`]: `flashsale trace <id>`, one request's spans as a tree.
 
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod ops;
+pub mod queued_catalog;
 pub mod shutdown;
 pub mod startup;
 pub mod traces;

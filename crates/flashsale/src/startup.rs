@@ -27,14 +27,18 @@ use flashsale_auth::{
 use flashsale_gateway::config::LimitsBackend;
 use flashsale_gateway::{upstream::Upstreams, AppState};
 use flashsale_inventory::{
-    catalog::SqlCatalog,
+    catalog::{Catalog, SqlCatalog},
     config::StockBackend,
     stock::{MemoryStock, RedisStock, StockStore},
     InventoryService,
 };
 use flashsale_limits::{Limiter, MemoryLimiter, RedisLimiter};
 use flashsale_order::{
-    queue::{JournalQueue, OrderQueue},
+    config::QueueBackend,
+    queue::{
+        nats::{NatsQueue, NatsStream},
+        JournalQueue, OrderQueue,
+    },
     release::StockReleaser,
     store::{OrderStore, SqlOrderStore},
     OrderService,
@@ -52,7 +56,9 @@ use tonic_health::server::HealthReporter;
 use tower::{limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::{cli::Service, config::Config, discovery::listen_address};
+use crate::{
+    cli::Service, config::Config, discovery::listen_address, queued_catalog::QueuedCatalog,
+};
 
 /// How long each shutdown stage may take before it is abandoned.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -310,7 +316,14 @@ async fn build_inventory(
             ))
         }
     };
-    let catalog = Arc::new(SqlCatalog::new(db));
+    let catalog: Arc<dyn Catalog> = match config.order.queue {
+        QueueBackend::Journal => Arc::new(SqlCatalog::new(db)),
+        // Requests not persisted yet are in the NATS stream, not in `order_queue`.
+        QueueBackend::Nats => Arc::new(QueuedCatalog::new(
+            SqlCatalog::new(db),
+            NatsStream::connect(&config.order.nats).await?,
+        )),
+    };
     let grace = Duration::from_millis(config.inventory.reservation_grace_ms);
     let service = if restarts_alone {
         InventoryService::open_paused(catalog, stock, grace).await?
@@ -345,8 +358,14 @@ async fn build_order(
     workers_shutdown: &CancellationToken,
 ) -> Result<(OrderService, Vec<JoinHandle<()>>), StartupError> {
     let max_age_ms = i64::try_from(config.order.max_accept_age_ms).unwrap_or(i64::MAX);
-    let queue: Arc<dyn OrderQueue> =
-        JournalQueue::open(db.clone(), config.order.journal_batch_max, max_age_ms).await?;
+    let queue: Arc<dyn OrderQueue> = match config.order.queue {
+        QueueBackend::Journal => {
+            JournalQueue::open(db.clone(), config.order.journal_batch_max, max_age_ms).await?
+        }
+        QueueBackend::Nats => {
+            NatsQueue::open(&config.order.nats, config.order.batch_max, max_age_ms).await?
+        }
+    };
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(db));
     let releaser: Arc<dyn StockReleaser> = Arc::new(inventory);
     let timeout_ms =

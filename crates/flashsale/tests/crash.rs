@@ -4,6 +4,10 @@
 //! must add up: `remaining + sold == initial`. With the stock in Redis (which survives the
 //! crash, holds and all) the reservations the crash orphaned are given back by the reconciler
 //! after the grace period; until then `remaining + sold` may fall short, never exceed.
+//!
+//! The same crash on PostgreSQL with the NATS JetStream queue, and on MariaDB with the journal
+//! and with NATS (databases and streams of the test's own): on restart the inventory counts
+//! the requests still in the stream, the consumer drains it, and the sums hold exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -20,6 +24,8 @@ use std::{
 };
 
 use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
+use flashsale_order::{queue::nats::NatsStream, testing::TestNats};
+use flashsale_storage::{testing::TestDatabase, Database, Engine};
 use futures::{stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -79,9 +85,65 @@ async fn accepted_orders_survive_sigkill_with_the_stock_in_redis() {
     redis.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_orders_survive_sigkill_on_postgres_with_the_nats_queue() {
+    on_server(Engine::Postgres, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_orders_survive_sigkill_on_mariadb() {
+    on_server(Engine::MySql, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_orders_survive_sigkill_on_mariadb_with_the_nats_queue() {
+    on_server(Engine::MySql, true).await;
+}
+
+/// The crash test on a database server (a database of the test's own), with the journal or
+/// the NATS queue (a stream of the test's own).
+async fn on_server(engine: Engine, nats: bool) {
+    let Some((t, guard)) = TestDatabase::start(engine).await else {
+        return;
+    };
+    let mut env = vec![("FLASHSALE_DATABASE_URL", t.url.clone())];
+    let nats = if nats {
+        let Some(nats) = TestNats::start().await else {
+            return;
+        };
+        let c = &nats.config;
+        env.extend([
+            ("FLASHSALE_ORDER__QUEUE", "nats".to_owned()),
+            ("FLASHSALE_ORDER__NATS__URL", c.url.clone()),
+            ("FLASHSALE_ORDER__NATS__STREAM", c.stream.clone()),
+            ("FLASHSALE_ORDER__NATS__SUBJECT", c.subject.clone()),
+            ("FLASHSALE_ORDER__NATS__DURABLE", c.durable.clone()),
+        ]);
+        Some(nats)
+    } else {
+        None
+    };
+    crash_and_restart_on(&env, Duration::ZERO, Some(&t.db), nats.as_ref()).await;
+    if let Some(nats) = nats {
+        nats.cleanup().await;
+    }
+    guard.cleanup().await;
+}
+
 /// Rushes, kills, restarts; then every 202 must be stored once, and within `settle` the stock
 /// must add up exactly (before that it may fall short, never exceed).
 async fn crash_and_restart(env: &[(&str, String)], settle: Duration) {
+    crash_and_restart_on(env, settle, None, None).await;
+}
+
+/// [`crash_and_restart`] on the database `db` (default: SQLite in the data directory) and,
+/// with `nats`, the NATS queue.
+async fn crash_and_restart_on(
+    env: &[(&str, String)],
+    settle: Duration,
+    db: Option<&Database>,
+    nats: Option<&TestNats>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = start(dir.path(), env).await;
     let api = Arc::new(Api::new(addr));
@@ -156,19 +218,29 @@ async fn crash_and_restart(env: &[(&str, String)], settle: Duration) {
 
     // Restart on the same data directory: the journal is replayed, stock rebuilt.
     let (mut child, addr) = start(dir.path(), env).await;
-    let pool = flashsale_storage::connect(
-        &format!("sqlite://{}", dir.path().join("flashsale.db").display()),
-        flashsale_storage::Durability::Process,
-        1,
-    )
-    .await
-    .unwrap();
+    let pool = match db {
+        Some(db) => db.clone(),
+        None => flashsale_storage::connect(
+            &format!("sqlite://{}", dir.path().join("flashsale.db").display()),
+            flashsale_storage::Durability::Process,
+            1,
+        )
+        .await
+        .unwrap(),
+    };
+    let stream = match nats {
+        Some(nats) => Some(NatsStream::connect(&nats.config).await.unwrap()),
+        None => None,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let (queued,): (i64,) = pool
+        let (mut queued,): (i64,) = pool
             .fetch_one("SELECT COUNT(*) FROM order_queue", &[])
             .await
             .unwrap();
+        if let Some(stream) = &stream {
+            queued += stream.queued().await.unwrap().len() as i64;
+        }
         if queued == 0 {
             break;
         }

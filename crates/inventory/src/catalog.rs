@@ -13,8 +13,15 @@ use crate::sale::{NewSale, Sale};
 
 /// Storage errors; the cause is logged, never shown to clients.
 #[derive(Debug, thiserror::Error)]
-#[error("catalog storage failed: {0}")]
-pub struct CatalogError(#[from] sqlx::Error);
+pub enum CatalogError {
+    /// The database failed.
+    #[error("catalog storage failed: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// The order queue holding requests not yet in the database could not be read (a catalog
+    /// that also looks at a queue outside the database, such as NATS JetStream).
+    #[error("order queue lookup failed: {0}")]
+    Queue(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// A unit of stock held for an order, as recorded in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,66 @@ pub struct OrderConfig {
     /// Oldest accepted order request (by its acceptance time) the queue still commits, in
     /// milliseconds. Must stay below the inventory's `reservation_grace_ms`.
     pub max_accept_age_ms: u64,
+    /// Which queue carries accepted order requests to the consumer.
+    pub queue: QueueBackend,
+    /// The NATS JetStream queue (`queue = "nats"`).
+    pub nats: NatsQueueConfig,
+}
+
+/// The order queue's backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// The group-commit journal in the SQL database (`order_queue` table; default).
+    #[default]
+    Journal,
+    /// A NATS JetStream stream with a durable pull consumer.
+    Nats,
+}
+
+/// Settings of the NATS JetStream order queue.
+///
+/// Requests are published to `<subject>.<user_id>.<order_id>` on `stream` (work-queue
+/// retention, file storage, one replica), with `Nats-Msg-Id` = order id. The consumer is the
+/// durable pull consumer `durable`. One order process per stream (see `queue::nats`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NatsQueueConfig {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Stream name (created if missing).
+    pub stream: String,
+    /// Subject prefix; the stream captures `<subject>.>`.
+    pub subject: String,
+    /// Durable consumer name.
+    pub durable: String,
+    /// Longest wait for a publish acknowledgement, in milliseconds (at most the database lock
+    /// wait, 10 s: the grace period rule counts on it).
+    pub publish_timeout_ms: u64,
+    /// How long a delivered request may stay unacknowledged before the server redelivers it.
+    pub ack_wait_ms: u64,
+    /// Most delivered, unacknowledged requests (the server stops delivering beyond it).
+    pub max_ack_pending: i64,
+    /// The stream's duplicate window for `Nats-Msg-Id`, in milliseconds.
+    pub duplicate_window_ms: u64,
+    /// How often the consumer lag is read and reported, in milliseconds.
+    pub lag_interval_ms: u64,
+}
+
+impl Default for NatsQueueConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "FLASHSALE_ORDERS".into(),
+            subject: "flashsale.orders".into(),
+            durable: "order-consumer".into(),
+            publish_timeout_ms: 5_000,
+            ack_wait_ms: 30_000,
+            max_ack_pending: 20_000,
+            duplicate_window_ms: 120_000,
+            lag_interval_ms: 500,
+        }
+    }
 }
 
 impl Default for OrderConfig {
@@ -27,6 +87,8 @@ impl Default for OrderConfig {
             journal_batch_max: 1024,
             expiry_interval_ms: 1000,
             max_accept_age_ms: 10_000,
+            queue: QueueBackend::default(),
+            nats: NatsQueueConfig::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub mod queue;
 pub mod release;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::OrderConfig;
 pub use service::OrderService;

@@ -60,8 +60,8 @@ impl OrderStatus {
     }
 }
 
-/// An accepted buy, as queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An accepted buy, as queued (serialised as JSON on the NATS queue).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderRequest {
     /// Order id (UUID text).
     pub order_id: String,
@@ -78,6 +78,7 @@ pub struct OrderRequest {
     /// Acceptance time, Unix ms.
     pub accepted_at_ms: i64,
     /// The span that accepted it, when traces are recorded: the consumer's span links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<flashsale_telemetry::TraceContext>,
 }
 

@@ -6,6 +6,9 @@
 //! it after its own commit, and is delivered again after a crash. Consumers must therefore be
 //! idempotent (the order table's keys are).
 //!
+//! [`nats::NatsQueue`] carries the requests on a NATS JetStream stream instead (`order.queue =
+//! "nats"`).
+//!
 //! [`JournalQueue`] is the embedded backend: a group-commit journal in the SQL database (the
 //! `order_queue` table, on whichever engine the database URL chose). Publishers hand requests to one writer task, which commits everything
 //! that arrived in one transaction, then answers all of them and hands the batch to the
@@ -25,6 +28,8 @@ use flashsale_telemetry::TraceContext;
 
 use crate::model::OrderRequest;
 
+pub mod nats;
+
 /// Queue errors.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -34,6 +39,9 @@ pub enum QueueError {
     /// A group commit failed; every request in the batch gets the same cause.
     #[error("order journal commit failed: {0}")]
     Commit(#[source] Arc<sqlx::Error>),
+    /// NATS JetStream failed (connect, publish, fetch, lookup), or did not answer in time.
+    #[error("NATS JetStream queue failed: {0}")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The queue is shutting down.
     #[error("order queue is closed")]
     Closed,
@@ -56,8 +64,9 @@ pub trait OrderQueue: Send + Sync + 'static {
     async fn ready_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError>;
     /// Removes requests the consumer has committed.
     async fn ack(&self, order_ids: &[String]) -> Result<(), QueueError>;
-    /// A request still in the queue, if any (to show it as `pending`).
-    async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError>;
+    /// The user's request still in the queue under this order id, if any (to show it as
+    /// `pending`).
+    async fn find(&self, user_id: i64, order_id: &str) -> Result<Option<OrderRequest>, QueueError>;
     /// A user's requests still in the queue (at most `limit`).
     async fn find_for_user(
         &self,
@@ -284,8 +293,13 @@ impl OrderQueue for JournalQueue {
         Ok(())
     }
 
-    async fn find(&self, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
-        let rows = select_journal(&self.db, "WHERE order_id = ?", &[order_id.into()]).await?;
+    async fn find(&self, user_id: i64, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
+        let rows = select_journal(
+            &self.db,
+            "WHERE order_id = ? AND user_id = ?",
+            &[order_id.into(), user_id.into()],
+        )
+        .await?;
         Ok(rows.into_iter().next())
     }
 

@@ -112,7 +112,7 @@ impl OrderService {
     /// the queue, so a request missing from the queue is already in the table. (Reading the
     /// table first could miss both while the consumer moves it.)
     async fn find(&self, order_id: &str, user_id: i64) -> Result<Option<Order>, Status> {
-        if let Some(queued) = self.queue.find(order_id).await.map_err(internal)? {
+        if let Some(queued) = self.queue.find(user_id, order_id).await.map_err(internal)? {
             if let Some(order) = self.store.get(order_id).await.map_err(internal)? {
                 return Ok(Some(order).filter(|o| o.user_id == user_id));
             }

@@ -36,11 +36,29 @@ struct State {
     generation: watch::Sender<u64>,
     /// Ends every watch stream (so a graceful shutdown does not wait for them).
     shutdown: CancellationToken,
+    /// Services that ever registered (their gauge drops to 0 rather than vanishing).
+    seen_services: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl State {
     fn changed(&self) {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        self.publish_counts();
+    }
+
+    /// Sets the instances gauge of every service seen so far (0 once all its instances left).
+    fn publish_counts(&self) {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for lease in self.leases.lock().values() {
+            *counts.entry(lease.instance.service.clone()).or_default() += 1;
+        }
+        let mut seen = self.seen_services.lock();
+        seen.extend(counts.keys().cloned());
+        for service in seen.iter() {
+            let n = counts.get(service).copied().unwrap_or(0);
+            metrics::gauge!(flashsale_telemetry::metrics::REGISTRY_INSTANCES, "service" => service.clone())
+                .set(n as f64);
+        }
     }
 
     /// The live instances of a service, sorted by address.
@@ -95,6 +113,7 @@ impl RegistryService {
             state: Arc::new(State {
                 ttl: ttl.max(Duration::from_millis(10)),
                 leases: Mutex::new(HashMap::new()),
+                seen_services: Mutex::new(std::collections::BTreeSet::new()),
                 generation,
                 shutdown,
             }),

@@ -17,6 +17,9 @@ pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 pub const ORDERS_PERSISTED: &str = "flashsale_orders_persisted_total";
 /// Order requests accepted into the queue but not yet persisted.
 pub const QUEUE_DEPTH: &str = "flashsale_order_queue_depth";
+/// Order requests the NATS queue's consumer has not acknowledged yet: not yet delivered plus
+/// delivered and unacknowledged (`num_pending + num_ack_pending`).
+pub const QUEUE_LAG: &str = "flashsale_order_queue_consumer_lag";
 /// Size of the batches written by the order consumer.
 pub const PERSIST_BATCH: &str = "flashsale_order_persist_batch_size";
 /// Orders expired for want of payment.
@@ -34,6 +37,8 @@ pub const RESERVATIONS_UNCONFIRMED: &str = "flashsale_reservations_unconfirmed";
 pub const STOCK_CALL_LATENCY: &str = "flashsale_stock_call_duration_seconds";
 /// Latency of database writes on the order path, labelled by operation.
 pub const DB_LATENCY: &str = "flashsale_db_query_duration_seconds";
+/// Live instances per service in this registry replica.
+pub const REGISTRY_INSTANCES: &str = "flashsale_registry_instances";
 
 /// Every metric with its kind and help text (the `# HELP` lines; `promtool check metrics`
 /// insists on them). New metrics are added here.
@@ -52,6 +57,8 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (RESERVATIONS_UNCONFIRMED, Kind::Gauge, "Reservations whose order is not confirmed yet (last reconcile pass)."),
     (STOCK_CALL_LATENCY, Kind::Histogram, "Stock backend call latency by operation, in seconds."),
     (DB_LATENCY, Kind::Histogram, "Database write latency on the order path by operation, in seconds."),
+    (QUEUE_LAG, Kind::Gauge, "NATS order queue: requests not yet delivered plus delivered and not yet acknowledged."),
+    (REGISTRY_INSTANCES, Kind::Gauge, "Live instances per service registered with this registry replica."),
 ];
 
 #[derive(Clone, Copy)]

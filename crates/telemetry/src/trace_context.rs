@@ -105,6 +105,20 @@ impl fmt::Display for TraceContext {
     }
 }
 
+/// Serialized as its `traceparent` text (how a queued message carries it).
+impl serde::Serialize for TraceContext {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TraceContext {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("not a valid traceparent"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +146,15 @@ mod tests {
         ] {
             assert!(TraceContext::parse(bad).is_none(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn serializes_as_its_header() {
+        let ctx = TraceContext::new_root();
+        let json = serde_json::to_string(&ctx).unwrap();
+        assert_eq!(json, format!("\"{ctx}\""));
+        assert_eq!(serde_json::from_str::<TraceContext>(&json).unwrap(), ctx);
+        assert!(serde_json::from_str::<TraceContext>("\"garbage\"").is_err());
     }
 
     #[test]

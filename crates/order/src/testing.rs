@@ -1,0 +1,71 @@
+//! NATS JetStream for one integration test: [`TestNats`].
+//!
+//! Each test gets a stream, subject and durable consumer of its own (`FLASHSALE_TEST_<uuid>`),
+//! on the server named by `FLASHSALE_TEST_NATS_URL` (default the local server,
+//! `nats://127.0.0.1:4222`), and deletes the stream when it is done ([`TestNats::cleanup`]).
+//! When the server cannot be reached the test is skipped with a message — except under
+//! `CI=true`, where a missing server is a failure, never a silent pass.
+
+use crate::{config::NatsQueueConfig, queue::nats::NatsStream};
+
+/// Default URL of the test NATS server.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// A private stream on the test NATS server.
+#[derive(Debug, Clone)]
+pub struct TestNats {
+    /// Queue settings naming this test's stream, subject and consumer (hand them to services).
+    pub config: NatsQueueConfig,
+}
+
+impl TestNats {
+    /// A fresh stream; `None` (after saying why) when the server cannot be reached and this is
+    /// not CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` when the server cannot be reached.
+    pub async fn start() -> Option<Self> {
+        let url =
+            std::env::var("FLASHSALE_TEST_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.into());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let config = NatsQueueConfig {
+            url,
+            stream: format!("FLASHSALE_TEST_{id}"),
+            subject: format!("flashsale-test.{id}"),
+            durable: format!("consumer-{id}"),
+            // Quick lag readings for the tests that wait for the lag to reach 0.
+            lag_interval_ms: 50,
+            ..NatsQueueConfig::default()
+        };
+        match NatsStream::connect(&config).await {
+            Ok(_) => Some(Self { config }),
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!(
+                        "CI=true but the test NATS server ({}) is unreachable: {e}",
+                        config.url
+                    );
+                }
+                eprintln!(
+                    "skipping: the test NATS server ({}) is unreachable ({e}); set FLASHSALE_TEST_NATS_URL",
+                    config.url
+                );
+                None
+            }
+        }
+    }
+
+    /// Deletes the test's stream (and its consumer with it).
+    ///
+    /// # Panics
+    /// When the stream cannot be deleted (the test would leave state behind).
+    pub async fn cleanup(self) {
+        let stream = NatsStream::connect(&self.config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach NATS to delete the test stream: {e}"));
+        stream
+            .delete()
+            .await
+            .unwrap_or_else(|e| panic!("cannot delete the test stream: {e}"));
+    }
+}
