@@ -71,6 +71,13 @@ pub fn init(filter: &str, format: LogFormat, tracer: Option<Tracer>) -> Result<(
     let otel_layer = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            // Per span: its own fields only. Source location, thread, target and busy/idle
+            // timings would add eight attributes (and allocations) to every span of every
+            // request.
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(EnvFilter::new("info"))
     });
     tracing_subscriber::registry()
