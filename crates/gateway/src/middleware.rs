@@ -70,7 +70,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     // The request span's own context when traces are recorded, else the one ensure_trace chose.
     let (trace, _) = flashsale_telemetry::span::current_trace(trace);
     let mut response = next.run(request).await;
-    if let Ok(value) = header::HeaderValue::from_str(&trace.to_string()) {
+    if let Ok(value) = header::HeaderValue::from_bytes(&trace.header_bytes()) {
         response.headers_mut().insert(TRACEPARENT_HEADER, value);
     }
     let status = response.status();

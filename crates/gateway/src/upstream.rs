@@ -97,7 +97,7 @@ impl CallContext {
         } else {
             self.trace.child()
         };
-        if let Ok(value) = parent.to_string().parse() {
+        if let Ok(value) = MetadataValue::try_from(&parent.header_bytes()[..]) {
             metadata.insert(TRACEPARENT_HEADER, value);
         }
         if let Some(id) = &self.request_id {

@@ -89,19 +89,38 @@ impl TraceContext {
 
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id)
+        let mut out = [0u8; 32];
+        hex_into(&mut out, &self.trace_id);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The `traceparent` header value, `00-<trace id>-<span id>-<flags>`, without allocating
+    /// (the gateway writes one on every response).
+    pub fn header_bytes(&self) -> [u8; 55] {
+        let mut h = [0u8; 55];
+        h[..3].copy_from_slice(b"00-");
+        hex_into(&mut h[3..35], &self.trace_id);
+        h[35] = b'-';
+        hex_into(&mut h[36..52], &self.span_id);
+        h[52] = b'-';
+        hex_into(&mut h[53..], &[self.flags]);
+        h
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
 }
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        )
+        let header = self.header_bytes();
+        f.write_str(std::str::from_utf8(&header).map_err(|_| fmt::Error)?)
     }
 }
 
