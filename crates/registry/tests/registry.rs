@@ -277,7 +277,7 @@ async fn a_killed_instance_is_evicted_within_the_ttl_and_nothing_fails_after_evi
     );
     // Count from the end of the 50 ms the balancer may take to hear of the eviction: calls are
     // fast enough that a thousand may start inside that window.
-    tokio::time::sleep_until((evicted_at + Duration::from_millis(50)).into()).await;
+    tokio::time::sleep_until(evicted_at + Duration::from_millis(50)).await;
     let after = done.load(Ordering::Relaxed);
     wait_calls(after + 1_000).await;
     running.store(false, Ordering::Relaxed);
