@@ -17,8 +17,7 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
-use flashsale_proto::registry::{registry_client::RegistryClient, WatchRequest};
+use common::{ip, next_set_where, spawn_binary, watch_registry, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
 use futures::{stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -126,25 +125,14 @@ async fn an_inventory_killed_during_a_rush_is_evicted_and_nothing_fails_afterwar
     let api = Arc::new(Api::new(http));
 
     // The registry's view of the inventories, pushed.
-    let mut watch =
-        RegistryClient::new(flashsale_registry::lazy_channel(&registry_addr.to_string()).unwrap())
-            .watch(WatchRequest {
-                service: "inventory".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let set = tokio::time::timeout_at(until, watch.message())
-            .await
-            .expect("the inventories never both registered")
-            .unwrap()
-            .unwrap();
-        if set.instances.len() == 2 {
-            break;
-        }
-    }
+    let mut watch = watch_registry(&registry_addr.to_string(), "inventory").await;
+    next_set_where(
+        &mut watch,
+        Duration::from_secs(20),
+        "the inventories never both registered",
+        |set| set.instances.len() == 2,
+    )
+    .await;
 
     // The sale, known to both inventories (30 answers in a row through the balancer).
     let sale = api.open_sale(STOCK, 1).await;

@@ -6,13 +6,12 @@ mod common;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::{ip, Backend, TestApp};
+use common::{ip, next_set_where, watch_registry, Backend, TestApp};
 use flashsale::{
     cli::Service,
     config::{Config, DiscoverySource},
     startup::ServiceApp,
 };
-use flashsale_proto::registry::{registry_client::RegistryClient, WatchRequest};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -142,28 +141,16 @@ async fn a_served_instance_reports_health_registers_and_deregisters_before_it_dr
     }
 
     // It registered itself, with its weight.
-    let mut registry_client =
-        RegistryClient::new(flashsale_registry::lazy_channel(&registry_addr).unwrap());
-    let mut watch = registry_client
-        .watch(WatchRequest {
-            service: "inventory".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let set = tokio::time::timeout_at(deadline, watch.message())
-            .await
-            .expect("the instance never registered")
-            .unwrap()
-            .unwrap();
-        if let Some(i) = set.instances.first() {
-            assert_eq!(i.address, inventory_addr);
-            assert_eq!(i.weight, 2);
-            break;
-        }
-    }
+    let mut watch = watch_registry(&registry_addr, "inventory").await;
+    let set = next_set_where(
+        &mut watch,
+        Duration::from_secs(10),
+        "the instance never registered",
+        |set| !set.instances.is_empty(),
+    )
+    .await;
+    assert_eq!(set.instances[0].address, inventory_addr);
+    assert_eq!(set.instances[0].weight, 2);
 
     // A graceful stop deregisters first: gone from the registry long before its 5 s lease.
     let stopping = Instant::now();

@@ -496,3 +496,38 @@ pub async fn promtool_check(what: &str, exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The registry's pushed view of `service` (one `InstanceSet` per change).
+pub async fn watch_registry(
+    registry: &str,
+    service: &str,
+) -> tonic::Streaming<flashsale_proto::registry::InstanceSet> {
+    use flashsale_proto::registry::{registry_client::RegistryClient, WatchRequest};
+    RegistryClient::new(flashsale_registry::lazy_channel(registry).unwrap())
+        .watch(WatchRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The first set `watch` pushes that satisfies `done`; fails with `what` after `within`.
+pub async fn next_set_where(
+    watch: &mut tonic::Streaming<flashsale_proto::registry::InstanceSet>,
+    within: std::time::Duration,
+    what: &str,
+    done: impl Fn(&flashsale_proto::registry::InstanceSet) -> bool,
+) -> flashsale_proto::registry::InstanceSet {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let set = tokio::time::timeout_at(until, watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .unwrap()
+            .unwrap();
+        if done(&set) {
+            return set;
+        }
+    }
+}
