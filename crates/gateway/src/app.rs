@@ -27,7 +27,7 @@ use crate::{
     middleware::{budget, ensure_trace, panic_response, record_metrics, render_errors},
     routes::{health, orders, sales, sessions, users},
     sales_cache::SaleCache,
-    upstream::Upstreams,
+    upstream::{BuyCalls, Upstreams},
 };
 
 /// Everything a handler needs; cheap to clone.
@@ -43,6 +43,8 @@ pub struct Inner {
     pub keys: TokenKeys,
     /// Clients of the services.
     pub upstreams: Upstreams,
+    /// The buy path's reserve and submit, batched under load.
+    pub buy_calls: BuyCalls,
     /// Recently looked-up sessions.
     pub sessions: SessionCache,
     /// Anti-brush limiters.
@@ -70,7 +72,8 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state. With `stock_events`, the gateway follows the inventory's stock events
+    /// Builds the state (on a tokio runtime: it starts the buy path's batching tasks). With
+    /// `stock_events`, the gateway follows the inventory's stock events
     /// from that Redis while serving (see [`crate::stock_events`]); with `traces`, it serves
     /// the spans kept there at `/debug/traces/{id}`.
     #[allow(clippy::too_many_arguments)]
@@ -96,6 +99,7 @@ impl AppState {
                 .time_to_live(Duration::from_secs(15 * 60))
                 .build(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            buy_calls: BuyCalls::spawn(&upstreams, config.batch),
             config,
             keys,
             upstreams,

@@ -1,6 +1,8 @@
 //! Configuration of the gateway.
 
 use flashsale_limits::Rate;
+
+pub use crate::batch::BatchConfig;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -90,6 +92,8 @@ pub struct GatewayConfig {
     pub bind_sessions: bool,
     /// Anti-brush limits.
     pub limits: LimitsConfig,
+    /// How the buy path's inventory and order calls are batched under load ([`crate::batch`]).
+    pub batch: BatchConfig,
     /// Follow the inventory's stock events in Redis (needs `inventory.stock = "redis"` and the
     /// top-level `redis` section): sold-out sales are then answered locally until restocked.
     pub follow_stock_events: bool,
@@ -116,6 +120,7 @@ impl Default for GatewayConfig {
             sold_out_cache_ms: 200,
             bind_sessions: true,
             limits: LimitsConfig::default(),
+            batch: BatchConfig::default(),
             follow_stock_events: false,
             pushed_sold_out_ms: 5_000,
             insecure_skip_auth: false,

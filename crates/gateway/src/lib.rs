@@ -12,11 +12,13 @@
 //! 4. [`sales_cache`]: unknown, not-yet-open, closed and sold-out sales are answered from local
 //!    memory, without a network hop.
 //! 5. [`routes::orders`]: the inventory service reserves stock atomically, the order service
-//!    queues the order durably, and the answer is `202 {order_id, status: "pending"}`.
+//!    queues the order durably, and the answer is `202 {order_id, status: "pending"}`. Under
+//!    load the reserves and submits of concurrent buyers share gRPC calls ([`batch`]).
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod client_ip;
 pub mod config;
 pub mod error;

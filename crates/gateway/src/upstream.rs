@@ -14,8 +14,9 @@ use std::{future::Future, time::Duration};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use flashsale_proto::{
-    auth::auth_client::AuthClient, inventory::inventory_client::InventoryClient,
-    order::orders_client::OrdersClient,
+    auth::auth_client::AuthClient,
+    inventory::{self as inventory_pb, inventory_client::InventoryClient},
+    order::{self as order_pb, orders_client::OrdersClient},
 };
 pub use flashsale_registry::AddressError;
 use flashsale_registry::{retry, Balanced};
@@ -23,7 +24,10 @@ use flashsale_telemetry::{TraceContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 
-use crate::error::ApiError;
+use crate::{
+    batch::{BatchCall, BatchConfig, BatchResult, Batcher, BoxFuture},
+    error::ApiError,
+};
 
 /// Clients of the auth, inventory and order services.
 #[derive(Debug, Clone)]
@@ -54,6 +58,124 @@ impl Upstreams {
             Balanced::direct(inventory)?,
             Balanced::direct(orders)?,
         ))
+    }
+}
+
+/// The buy path's two calls, batched under load ([`crate::batch`]).
+#[derive(Debug, Clone)]
+pub struct BuyCalls {
+    /// Inventory `Reserve` (`ReserveMany` for a batch).
+    pub reserve: Batcher<ReserveCalls>,
+    /// Order `Submit` (`SubmitMany` for a batch).
+    pub submit: Batcher<SubmitCalls>,
+}
+
+impl BuyCalls {
+    /// Starts the batching of both calls over these clients (on the current tokio runtime).
+    pub fn spawn(upstreams: &Upstreams, config: BatchConfig) -> Self {
+        Self {
+            reserve: Batcher::spawn(ReserveCalls(upstreams.inventory.clone()), config),
+            submit: Batcher::spawn(SubmitCalls(upstreams.orders.clone()), config),
+        }
+    }
+}
+
+/// A batch item's error as the status its unary call would have failed with.
+fn item_status(code: i32, message: String) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from(code), message)
+}
+
+/// Inventory `Reserve`, alone or as `ReserveMany`.
+#[derive(Debug, Clone)]
+pub struct ReserveCalls(InventoryClient<Balanced>);
+
+impl BatchCall for ReserveCalls {
+    type Message = inventory_pb::ReserveRequest;
+    type Reply = inventory_pb::ReserveReply;
+    const NAME: &'static str = "reserve";
+
+    fn one(
+        &self,
+        request: tonic::Request<Self::Message>,
+    ) -> BoxFuture<Result<Self::Reply, tonic::Status>> {
+        let mut client = self.0.clone();
+        Box::pin(async move { Ok(client.reserve(request).await?.into_inner()) })
+    }
+
+    fn many(
+        &self,
+        request: tonic::Request<Vec<(Self::Message, String)>>,
+    ) -> BoxFuture<BatchResult<Self::Reply>> {
+        use inventory_pb::reserve_result::Result as Item;
+        let mut client = self.0.clone();
+        let request = request.map(|items| inventory_pb::ReserveManyRequest {
+            items: items
+                .into_iter()
+                .map(|(request, traceparent)| inventory_pb::ReserveItem {
+                    request: Some(request),
+                    traceparent,
+                })
+                .collect(),
+        });
+        Box::pin(async move {
+            let reply = client.reserve_many(request).await?.into_inner();
+            Ok(reply
+                .results
+                .into_iter()
+                .map(|r| match r.result {
+                    Some(Item::Reply(reply)) => Ok(reply),
+                    Some(Item::Error(e)) => Err(item_status(e.code, e.message)),
+                    None => Err(tonic::Status::internal("an empty batch result")),
+                })
+                .collect())
+        })
+    }
+}
+
+/// Order `Submit`, alone or as `SubmitMany`.
+#[derive(Debug, Clone)]
+pub struct SubmitCalls(OrdersClient<Balanced>);
+
+impl BatchCall for SubmitCalls {
+    type Message = order_pb::SubmitRequest;
+    type Reply = order_pb::SubmitReply;
+    const NAME: &'static str = "submit";
+
+    fn one(
+        &self,
+        request: tonic::Request<Self::Message>,
+    ) -> BoxFuture<Result<Self::Reply, tonic::Status>> {
+        let mut client = self.0.clone();
+        Box::pin(async move { Ok(client.submit(request).await?.into_inner()) })
+    }
+
+    fn many(
+        &self,
+        request: tonic::Request<Vec<(Self::Message, String)>>,
+    ) -> BoxFuture<BatchResult<Self::Reply>> {
+        use order_pb::submit_result::Result as Item;
+        let mut client = self.0.clone();
+        let request = request.map(|items| order_pb::SubmitManyRequest {
+            items: items
+                .into_iter()
+                .map(|(request, traceparent)| order_pb::SubmitItem {
+                    request: Some(request),
+                    traceparent,
+                })
+                .collect(),
+        });
+        Box::pin(async move {
+            let reply = client.submit_many(request).await?.into_inner();
+            Ok(reply
+                .results
+                .into_iter()
+                .map(|r| match r.result {
+                    Some(Item::Reply(reply)) => Ok(reply),
+                    Some(Item::Error(e)) => Err(item_status(e.code, e.message)),
+                    None => Err(tonic::Status::internal("an empty batch result")),
+                })
+                .collect())
+        })
     }
 }
 
@@ -147,6 +269,23 @@ impl CallContext {
                 None => return Err(ApiError::from_status(status)),
             }
         }
+    }
+}
+
+impl CallContext {
+    /// Like [`CallContext::retry`], for a call sent through a [`Batcher`]: each attempt rides
+    /// alone or in the next batch, with this request's deadline and trace context.
+    pub async fn retry_batched<C>(
+        &self,
+        message: C::Message,
+        batcher: &Batcher<C>,
+    ) -> Result<C::Reply, ApiError>
+    where
+        C: BatchCall,
+        C::Message: Clone,
+    {
+        self.retry(message, |request| batcher.call(request, self.deadline))
+            .await
     }
 }
 

@@ -92,6 +92,13 @@ impl Inventory for SlowInventory {
         Err(Status::unimplemented("test"))
     }
 
+    async fn reserve_many(
+        &self,
+        _: Request<pb::ReserveManyRequest>,
+    ) -> Result<Response<pb::ReserveManyReply>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
     async fn release(
         &self,
         _: Request<pb::ReleaseRequest>,

@@ -28,7 +28,7 @@ use crate::{
     reconcile::ReconcileError,
     recovery::Recovery,
     sale::{NewSale, Sale},
-    stock::{ReserveOutcome, ReserveRequest, StockError, StockStore},
+    stock::{ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore},
 };
 
 /// Errors opening the service.
@@ -215,6 +215,89 @@ impl InventoryService {
     }
 }
 
+/// Most items one `ReserveMany` call may carry.
+pub const MAX_BATCH_ITEMS: usize = 1024;
+
+/// The answer for a sale id this service does not know.
+fn sale_not_found() -> pb::ReserveReply {
+    pb::ReserveReply {
+        outcome: pb::ReserveOutcome::SaleNotFound.into(),
+        remaining: 0,
+        price_cents: 0,
+    }
+}
+
+impl InventoryService {
+    /// Checks a reserve before the backend sees it: `None` for an unknown sale (answered here:
+    /// no backend call, no database query), else the backend's request and the sale's price.
+    fn check_reserve(
+        &self,
+        r: &pb::ReserveRequest,
+    ) -> Result<Option<(ReserveRequest, i64)>, Status> {
+        if r.quantity < 1 {
+            return Err(Status::invalid_argument("quantity must be at least 1"));
+        }
+        let order = parse_order_id(&r.order_id)?;
+        let Some(price_cents) = self.sales.read().get(&r.sale_id).map(|s| s.price_cents) else {
+            return Ok(None);
+        };
+        if self.recovery.is_rebuilding(r.sale_id) {
+            return Err(Status::unavailable(
+                "this sale's stock is being rebuilt; retry shortly",
+            ));
+        }
+        let request = ReserveRequest {
+            order,
+            sale_id: r.sale_id,
+            user_id: r.user_id,
+            quantity: r.quantity,
+            now_ms: flashsale_storage::now_ms(),
+        };
+        Ok(Some((request, price_cents)))
+    }
+
+    /// The answer to a backend's decision (a sale the backend lost starts its rebuild).
+    fn answer_reserve(
+        &self,
+        sale_id: i64,
+        price_cents: i64,
+        decision: ReserveDecision,
+    ) -> Result<pb::ReserveReply, Status> {
+        if matches!(
+            decision.outcome,
+            ReserveOutcome::Reserved | ReserveOutcome::SoldOut | ReserveOutcome::LimitReached
+        ) {
+            // A known sale (the id was checked before), so the label set stays bounded.
+            metrics::gauge!(flashsale_telemetry::metrics::STOCK_REMAINING, "sale" => sale_id.to_string())
+                .set(decision.remaining as f64);
+        }
+        if decision.outcome == ReserveOutcome::NotFound {
+            // A sale we know that the backend does not: its state was lost.
+            if let Some(sale) = self.sales.read().get(&sale_id).cloned() {
+                self.recovery.start(sale);
+            }
+            return Err(Status::unavailable(
+                "this sale's stock is being rebuilt; retry shortly",
+            ));
+        }
+        let outcome = match decision.outcome {
+            ReserveOutcome::Reserved => pb::ReserveOutcome::Reserved,
+            ReserveOutcome::AlreadyReserved => pb::ReserveOutcome::AlreadyReserved,
+            ReserveOutcome::SoldOut => pb::ReserveOutcome::SoldOut,
+            ReserveOutcome::LimitReached => pb::ReserveOutcome::LimitReached,
+            ReserveOutcome::NotFound => pb::ReserveOutcome::SaleNotFound,
+            ReserveOutcome::NotStarted => pb::ReserveOutcome::NotStarted,
+            ReserveOutcome::Ended => pb::ReserveOutcome::Ended,
+            ReserveOutcome::Conflict => pb::ReserveOutcome::OrderIdConflict,
+        };
+        Ok(pb::ReserveReply {
+            outcome: outcome.into(),
+            remaining: decision.remaining,
+            price_cents,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Inventory for InventoryService {
     async fn create_sale(
@@ -268,70 +351,100 @@ impl Inventory for InventoryService {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveReply>, Status> {
-        let r = request.into_inner();
-        if r.quantity < 1 {
-            return Err(Status::invalid_argument("quantity must be at least 1"));
-        }
-        let order = parse_order_id(&r.order_id)?;
-        // Unknown ids are answered here: no backend call, no database query.
-        let Some(price_cents) = self.sales.read().get(&r.sale_id).map(|s| s.price_cents) else {
-            return Ok(Response::new(pb::ReserveReply {
-                outcome: pb::ReserveOutcome::SaleNotFound.into(),
-                remaining: 0,
-                price_cents: 0,
-            }));
+        let Some((request, price_cents)) = self.check_reserve(&request.into_inner())? else {
+            return Ok(Response::new(sale_not_found()));
         };
-        if self.recovery.is_rebuilding(r.sale_id) {
-            return Err(Status::unavailable(
-                "this sale's stock is being rebuilt; retry shortly",
-            ));
-        }
         let started = std::time::Instant::now();
         let decision = self
             .stock
-            .reserve(ReserveRequest {
-                order,
-                sale_id: r.sale_id,
-                user_id: r.user_id,
-                quantity: r.quantity,
-                now_ms: flashsale_storage::now_ms(),
-            })
+            .reserve(request)
             .await
             .map_err(|e| backend_unavailable(&e))?;
         metrics::histogram!(flashsale_telemetry::metrics::STOCK_CALL_LATENCY, "op" => "reserve")
             .record(started.elapsed().as_secs_f64());
-        if matches!(
-            decision.outcome,
-            ReserveOutcome::Reserved | ReserveOutcome::SoldOut | ReserveOutcome::LimitReached
-        ) {
-            // A known sale (the id was checked above), so the label set stays bounded.
-            metrics::gauge!(flashsale_telemetry::metrics::STOCK_REMAINING, "sale" => r.sale_id.to_string())
-                .set(decision.remaining as f64);
+        self.answer_reserve(request.sale_id, price_cents, decision)
+            .map(Response::new)
+    }
+
+    async fn reserve_many(
+        &self,
+        request: Request<pb::ReserveManyRequest>,
+    ) -> Result<Response<pb::ReserveManyReply>, Status> {
+        let items = request.into_inner().items;
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH_ITEMS} items per call"
+            )));
         }
-        if decision.outcome == ReserveOutcome::NotFound {
-            // A sale we know that the backend does not: its state was lost.
-            if let Some(sale) = self.sales.read().get(&r.sale_id).cloned() {
-                self.recovery.start(sale);
+        flashsale_telemetry::span::link_current(items.iter().map(|i| i.traceparent.as_str()));
+        // Items answered without the backend (bad, unknown sale, rebuilding) are answered in
+        // place; the others go to the backend together, in their order.
+        let mut results: Vec<Option<Result<pb::ReserveReply, Status>>> = Vec::new();
+        let mut requests = Vec::with_capacity(items.len());
+        let mut sent = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let checked = item
+                .request
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("request is required"))
+                .and_then(|r| self.check_reserve(r));
+            results.push(match checked {
+                Ok(Some((request, price_cents))) => {
+                    requests.push(request);
+                    sent.push((index, price_cents));
+                    None
+                }
+                Ok(None) => Some(Ok(sale_not_found())),
+                Err(status) => Some(Err(status)),
+            });
+        }
+        if !requests.is_empty() {
+            let started = std::time::Instant::now();
+            let decided = self
+                .stock
+                .reserve_many(&requests)
+                .await
+                .and_then(|decisions| {
+                    (decisions.len() == requests.len())
+                        .then_some(decisions)
+                        .ok_or_else(|| StockError("backend answered a different count".into()))
+                });
+            metrics::histogram!(flashsale_telemetry::metrics::STOCK_CALL_LATENCY, "op" => "reserve_many")
+                .record(started.elapsed().as_secs_f64());
+            match decided {
+                Ok(decisions) => {
+                    for ((request, (index, price_cents)), decision) in
+                        requests.iter().zip(&sent).zip(decisions)
+                    {
+                        results[*index] =
+                            Some(self.answer_reserve(request.sale_id, *price_cents, decision));
+                    }
+                }
+                Err(e) => {
+                    let status = backend_unavailable(&e);
+                    for (index, _) in &sent {
+                        results[*index] = Some(Err(status.clone()));
+                    }
+                }
             }
-            return Err(Status::unavailable(
-                "this sale's stock is being rebuilt; retry shortly",
-            ));
         }
-        let outcome = match decision.outcome {
-            ReserveOutcome::Reserved => pb::ReserveOutcome::Reserved,
-            ReserveOutcome::AlreadyReserved => pb::ReserveOutcome::AlreadyReserved,
-            ReserveOutcome::SoldOut => pb::ReserveOutcome::SoldOut,
-            ReserveOutcome::LimitReached => pb::ReserveOutcome::LimitReached,
-            ReserveOutcome::NotFound => pb::ReserveOutcome::SaleNotFound,
-            ReserveOutcome::NotStarted => pb::ReserveOutcome::NotStarted,
-            ReserveOutcome::Ended => pb::ReserveOutcome::Ended,
-            ReserveOutcome::Conflict => pb::ReserveOutcome::OrderIdConflict,
-        };
-        Ok(Response::new(pb::ReserveReply {
-            outcome: outcome.into(),
-            remaining: decision.remaining,
-            price_cents,
-        }))
+        let results = results
+            .into_iter()
+            .map(|result| pb::ReserveResult {
+                result: Some(match result {
+                    Some(Ok(reply)) => pb::reserve_result::Result::Reply(reply),
+                    Some(Err(status)) => pb::reserve_result::Result::Error(pb::ItemError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                    None => pb::reserve_result::Result::Error(pb::ItemError {
+                        code: tonic::Code::Internal as i32,
+                        message: "internal error".to_owned(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::ReserveManyReply { results }))
     }
 
     async fn release(

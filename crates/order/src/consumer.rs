@@ -55,17 +55,12 @@ pub async fn run(
 /// The span of one batch write: a consumer span linked to the span that accepted each request
 /// (when traces are recorded), so a buy's trace shows where its order was written.
 fn batch_span(batch: &[OrderRequest]) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let span = tracing::info_span!(
         "order.persist",
         otel.kind = "consumer",
         batch_size = batch.len(),
     );
-    if !span.is_disabled() {
-        for trace in batch.iter().filter_map(|r| r.trace.as_ref()) {
-            span.add_link(flashsale_telemetry::span::remote_span_context(trace));
-        }
-    }
+    flashsale_telemetry::span::link_all(&span, batch.iter().filter_map(|r| r.trace));
     span
 }
 

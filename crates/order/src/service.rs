@@ -13,6 +13,7 @@ use flashsale_proto::order::{
     orders_server::{Orders, OrdersServer},
 };
 use tonic::{Request, Response, Status};
+use flashsale_telemetry::TraceContext;
 use tracing::Instrument as _;
 
 use flashsale_registry::deadline::{incoming_deadline, pass_on};
@@ -198,43 +199,55 @@ fn reply(outcome: pb::TransitionOutcome, order: Option<&Order>) -> pb::Transitio
     }
 }
 
-#[tonic::async_trait]
-impl Orders for OrderService {
-    async fn submit(
+/// Most items one `SubmitMany` call may carry.
+pub const MAX_BATCH_ITEMS: usize = 1024;
+
+/// The order request of a submit, once it is known to be well-formed.
+fn checked_submit(request: pb::SubmitRequest) -> Result<pb::OrderRequest, Status> {
+    let order = request
+        .order
+        .ok_or_else(|| Status::invalid_argument("order is required"))?;
+    let now = flashsale_storage::now_ms();
+    if order.accepted_at_ms > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(Status::invalid_argument("accepted_at_ms is in the future"));
+    }
+    if order.order_id.is_empty() || order.quantity < 1 || order.idempotency_key.is_empty() {
+        return Err(Status::invalid_argument(
+            "order_id, quantity ≥ 1 and idempotency_key are required",
+        ));
+    }
+    // The widths of the key columns on every engine (MySQL's `INSERT IGNORE` would truncate),
+    // and ids in one case (MySQL compares them case-insensitively).
+    let canonical_id = order
+        .order_id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if order.order_id.len() > MAX_ORDER_ID_BYTES
+        || !canonical_id
+        || order.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES
+    {
+        return Err(Status::invalid_argument(format!(
+            "order_id must be at most {MAX_ORDER_ID_BYTES} lowercase letters, digits or '-', \
+             idempotency_key at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        )));
+    }
+    Ok(order)
+}
+
+impl OrderService {
+    /// Durably queues one order request inside its own `order.enqueue` span: a child of
+    /// `parent` (the buy a batch item belongs to) or else of the current span.
+    async fn publish(
         &self,
-        request: Request<pb::SubmitRequest>,
-    ) -> Result<Response<pb::SubmitReply>, Status> {
-        let order = request
-            .into_inner()
-            .order
-            .ok_or_else(|| Status::invalid_argument("order is required"))?;
-        let now = flashsale_storage::now_ms();
-        if order.accepted_at_ms > now.saturating_add(MAX_CLOCK_SKEW_MS) {
-            return Err(Status::invalid_argument("accepted_at_ms is in the future"));
-        }
-        if order.order_id.is_empty() || order.quantity < 1 || order.idempotency_key.is_empty() {
-            return Err(Status::invalid_argument(
-                "order_id, quantity ≥ 1 and idempotency_key are required",
-            ));
-        }
-        // The widths of the key columns on every engine (MySQL's `INSERT IGNORE` would truncate),
-        // and ids in one case (MySQL compares them case-insensitively).
-        let canonical_id = order
-            .order_id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if order.order_id.len() > MAX_ORDER_ID_BYTES
-            || !canonical_id
-            || order.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES
-        {
-            return Err(Status::invalid_argument(format!(
-                "order_id must be at most {MAX_ORDER_ID_BYTES} lowercase letters, digits or '-', \
-                 idempotency_key at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
-            )));
-        }
+        order: pb::OrderRequest,
+        parent: Option<TraceContext>,
+    ) -> Result<(), Status> {
         // The durable publish is its own span (a producer): the consumer's batch span links to
         // it, so a trace shows the time spent in the queue's commit and where the order went.
         let enqueue = tracing::info_span!("order.enqueue", otel.kind = "producer");
+        if let Some(parent) = &parent {
+            flashsale_telemetry::span::set_remote_parent(&enqueue, parent);
+        }
         let trace = enqueue.in_scope(flashsale_telemetry::span::current_span_context);
         self.queue
             .publish(OrderRequest {
@@ -255,8 +268,52 @@ impl Orders for OrderService {
                     tracing::error!(error = %e, "order publish failed");
                     Status::unavailable("order queue unavailable")
                 }
-            })?;
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl Orders for OrderService {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let order = checked_submit(request.into_inner())?;
+        self.publish(order, None).await?;
         Ok(Response::new(pb::SubmitReply {}))
+    }
+
+    async fn submit_many(
+        &self,
+        request: Request<pb::SubmitManyRequest>,
+    ) -> Result<Response<pb::SubmitManyReply>, Status> {
+        let items = request.into_inner().items;
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH_ITEMS} items per call"
+            )));
+        }
+        // All published at once: the queue commits them together (one journal transaction, or
+        // NATS publishes in flight side by side), each answered on its own.
+        let published = items.into_iter().map(|item| async move {
+            let parent = TraceContext::parse(&item.traceparent);
+            let order = checked_submit(item.request.unwrap_or_default())?;
+            self.publish(order, parent).await
+        });
+        let results = futures::future::join_all(published)
+            .await
+            .into_iter()
+            .map(|result| pb::SubmitResult {
+                result: Some(match result {
+                    Ok(()) => pb::submit_result::Result::Reply(pb::SubmitReply {}),
+                    Err(status) => pb::submit_result::Result::Error(pb::ItemError {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::SubmitManyReply { results }))
     }
 
     async fn get_order(

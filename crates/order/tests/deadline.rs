@@ -70,6 +70,12 @@ impl Inventory for RecordingInventory {
     ) -> Result<Response<pb::ReserveReply>, Status> {
         unimplemented()
     }
+    async fn reserve_many(
+        &self,
+        _: Request<pb::ReserveManyRequest>,
+    ) -> Result<Response<pb::ReserveManyReply>, Status> {
+        unimplemented()
+    }
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,

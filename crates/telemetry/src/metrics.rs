@@ -39,6 +39,9 @@ pub const STOCK_CALL_LATENCY: &str = "flashsale_stock_call_duration_seconds";
 pub const DB_LATENCY: &str = "flashsale_db_query_duration_seconds";
 /// Live instances per service in this registry replica.
 pub const REGISTRY_INSTANCES: &str = "flashsale_registry_instances";
+/// Items per gRPC call the gateway sent for buys, labelled by call (`reserve`, `submit`): 1
+/// for a call sent alone, more when concurrent buys shared one call.
+pub const GATEWAY_CALL_BATCH_SIZE: &str = "flashsale_gateway_call_batch_size";
 
 /// Every metric with its kind and help text (the `# HELP` lines; `promtool check metrics`
 /// insists on them). New metrics are added here.
@@ -59,6 +62,7 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (DB_LATENCY, Kind::Histogram, "Database write latency on the order path by operation, in seconds."),
     (QUEUE_LAG, Kind::Gauge, "NATS order queue: requests not yet delivered plus delivered and not yet acknowledged."),
     (REGISTRY_INSTANCES, Kind::Gauge, "Live instances per service registered with this registry replica."),
+    (GATEWAY_CALL_BATCH_SIZE, Kind::Histogram, "Buys per gRPC call the gateway sent (reserve, submit): 1 alone, more when batched."),
 ];
 
 #[derive(Clone, Copy)]
@@ -91,6 +95,11 @@ fn builder() -> Result<PrometheusBuilder, MetricsError> {
             &[
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ],
+        )
+        .map_err(|e| MetricsError(e.to_string()))?
+        .set_buckets_for_metric(
+            Matcher::Full(GATEWAY_CALL_BATCH_SIZE.into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
         )
         .map_err(|e| MetricsError(e.to_string()))?
         .set_buckets_for_metric(

@@ -80,20 +80,44 @@ pub fn remote_span_context(trace: &TraceContext) -> SpanContext {
     )
 }
 
+/// Makes `span` a child of a span elsewhere (a caller, the buy a batch item belongs to). Call it
+/// before anything reads the span's context: reading it fixes its trace id. Without the
+/// OpenTelemetry layer this does nothing.
+pub fn set_remote_parent(span: &tracing::Span, parent: &TraceContext) {
+    let parent = opentelemetry::Context::new().with_remote_span_context(remote_span_context(parent));
+    // Setting the parent fails only when the span is not recorded; then it has none.
+    let _ = span.set_parent(parent);
+}
+
+/// Links `span` to each of these spans elsewhere: work that serves many requests at once (a
+/// batch) names every one of them. Without the OpenTelemetry layer this does nothing.
+pub fn link_all(span: &tracing::Span, traces: impl IntoIterator<Item = TraceContext>) {
+    if span.is_disabled() {
+        return;
+    }
+    for trace in traces {
+        span.add_link(remote_span_context(&trace));
+    }
+}
+
+/// Links the current span to the callers' spans named by these `traceparent` texts (empty or
+/// malformed ones are skipped): a gRPC call carrying a batch of requests.
+pub fn link_current<'a>(traceparents: impl IntoIterator<Item = &'a str>) {
+    link_all(
+        &tracing::Span::current(),
+        traceparents.into_iter().filter_map(TraceContext::parse),
+    );
+}
+
 /// Makes `span` a child of the caller's `traceparent`, when traces are on and the caller sent
 /// one. Returns the span's own context when traces are on.
 fn adopt_caller(span: &tracing::Span, headers: &HeaderMap) -> Option<TraceContext> {
-    // Before anything reads the span's context: reading it fixes its trace id. Without the
-    // OpenTelemetry layer this does nothing.
     if let Some(caller) = headers
         .get(TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
     {
-        let parent =
-            opentelemetry::Context::new().with_remote_span_context(remote_span_context(&caller));
-        // Setting the parent fails only when the span is not recorded; then it has none.
-        let _ = span.set_parent(parent);
+        set_remote_parent(span, &caller);
     }
     // Only spans that the OpenTelemetry layer records have a valid context.
     otel_trace(span)

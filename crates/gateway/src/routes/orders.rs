@@ -146,10 +146,7 @@ pub async fn buy(
         quantity,
     };
     let reserved = ctx
-        .retry(reserve, |request| {
-            let mut inventory = state.upstreams.inventory.clone();
-            async move { inventory.reserve(request).await }
-        })
+        .retry_batched(reserve, &state.buy_calls.reserve)
         .await?;
     match reserved.outcome() {
         ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved => {
@@ -222,11 +219,7 @@ pub async fn buy(
             accepted_at_ms: now,
         }),
     };
-    ctx.retry(submit, |request| {
-        let mut orders = state.upstreams.orders.clone();
-        async move { orders.submit(request).await }
-    })
-    .await?;
+    ctx.retry_batched(submit, &state.buy_calls.submit).await?;
     outcome("accepted", Some(sale_id));
     Ok((
         StatusCode::ACCEPTED,

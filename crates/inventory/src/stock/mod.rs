@@ -157,6 +157,20 @@ pub trait StockStore: Send + Sync + 'static {
     /// (`AlreadyReserved`, restarting its grace period, or `Conflict`), then the window, the
     /// stock and the per-user limit; only then takes the stock.
     async fn reserve(&self, request: ReserveRequest) -> Result<ReserveDecision, StockError>;
+    /// Decides several buys, in order, each exactly as [`StockStore::reserve`] would (a later
+    /// request sees what an earlier one took; an order id twice is reserved once). A backend
+    /// behind a network sends them in one round trip. When the backend fails, every request
+    /// fails: none is answered, and a retry of each is safe (reserves are idempotent per order id).
+    async fn reserve_many(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveDecision>, StockError> {
+        let mut decisions = Vec::with_capacity(requests.len());
+        for request in requests {
+            decisions.push(self.reserve(*request).await?);
+        }
+        Ok(decisions)
+    }
     /// Gives a reservation's stock back; `true` only the first time for a held reservation.
     /// Releases are final: with no hold to give back to (the sale not rebuilt yet) the release
     /// is remembered, a later load writes the order as released, and the order id stays spent

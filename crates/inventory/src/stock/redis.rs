@@ -154,6 +154,15 @@ const OUTCOMES: [ReserveOutcome; 8] = [
     ReserveOutcome::Conflict,
 ];
 
+/// The reserve script's answer (`{code, remaining}`) as a decision.
+fn decision((code, remaining): (usize, i64)) -> Result<ReserveDecision, StockError> {
+    let outcome = OUTCOMES
+        .get(code)
+        .copied()
+        .ok_or_else(|| StockError(format!("reserve script answered code {code}").into()))?;
+    Ok(ReserveDecision { outcome, remaining })
+}
+
 /// Gives a held reservation back; 1 the first time, else 0. A hold of the build in progress
 /// (not ready yet) gives back too. With nothing to give back to — no hold, or one of an earlier
 /// build (the sale was lost) — the release is remembered (`released` = `1` on the hold key, a
@@ -514,6 +523,24 @@ impl RedisStock {
         Ok(voided == 1)
     }
 
+    /// The reserve script's call for one request (keys and arguments as `RESERVE` reads them).
+    fn reserve_invocation(&self, req: &ReserveRequest) -> ::redis::ScriptInvocation<'_> {
+        let mut invocation = self.scripts.reserve.prepare_invoke();
+        invocation
+            .key(self.sale_key(req.sale_id))
+            .key(self.held_key(req.sale_id))
+            .key(self.hold_key(req.order))
+            .key(&self.keys.unconfirmed)
+            .key(&self.keys.events)
+            .key(self.holds_key(req.sale_id))
+            .arg(req.sale_id)
+            .arg(req.user_id)
+            .arg(req.quantity)
+            .arg(req.now_ms)
+            .arg(order_hex(req.order));
+        invocation
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.redis.conn()
     }
@@ -624,27 +651,39 @@ impl StockStore for RedisStock {
     }
 
     async fn reserve(&self, req: ReserveRequest) -> Result<ReserveDecision, StockError> {
-        let (code, remaining): (usize, i64) = self
-            .scripts
-            .reserve
-            .key(self.sale_key(req.sale_id))
-            .key(self.held_key(req.sale_id))
-            .key(self.hold_key(req.order))
-            .key(&self.keys.unconfirmed)
-            .key(&self.keys.events)
-            .key(self.holds_key(req.sale_id))
-            .arg(req.sale_id)
-            .arg(req.user_id)
-            .arg(req.quantity)
-            .arg(req.now_ms)
-            .arg(order_hex(req.order))
+        let answer: (usize, i64) = self
+            .reserve_invocation(&req)
             .invoke_async(&mut self.conn())
             .await?;
-        let outcome = OUTCOMES
-            .get(code)
-            .copied()
-            .ok_or_else(|| StockError(format!("reserve script answered code {code}").into()))?;
-        Ok(ReserveDecision { outcome, remaining })
+        decision(answer)
+    }
+
+    async fn reserve_many(
+        &self,
+        requests: &[ReserveRequest],
+    ) -> Result<Vec<ReserveDecision>, StockError> {
+        let invocations: Vec<_> = requests
+            .iter()
+            .map(|r| self.reserve_invocation(r))
+            .collect();
+        let pipeline = || {
+            let mut pipe = ::redis::pipe();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            pipe
+        };
+        // One round trip. A pipelined EVALSHA does not load a missing script (after a Redis
+        // restart or SCRIPT FLUSH): then nothing ran, so load it and send them again.
+        let answers: Vec<(usize, i64)> = match pipeline().query_async(&mut self.conn()).await {
+            Ok(answers) => answers,
+            Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+                self.scripts.reserve.load_async(&mut self.conn()).await?;
+                pipeline().query_async(&mut self.conn()).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        answers.into_iter().map(decision).collect()
     }
 
     async fn release(&self, order: OrderKey) -> Result<bool, StockError> {
