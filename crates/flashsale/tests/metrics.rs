@@ -117,11 +117,14 @@ async fn a_rush_is_visible_in_valid_metrics_and_the_dashboard_queries_them() {
     assert!(exposition.contains("flashsale_rate_limited_total{route=\"buy\"}"));
     assert!(exposition.contains("flashsale_order_persist_batch_size_bucket"));
     assert!(exposition.contains("flashsale_db_query_duration_seconds_bucket{op=\"insert_orders\""));
-    assert!(exposition.contains("flashsale_stock_call_duration_seconds_bucket{op=\"reserve\""));
+    assert!(exposition.contains("flashsale_stock_call_duration_seconds_bucket{op=\"reserve"));
+    // Every buy's reserve and submit went out, alone or batched.
+    assert!(exposition.contains("flashsale_gateway_call_batch_size_count{call=\"reserve\"}"));
+    assert!(exposition.contains("flashsale_gateway_call_batch_size_count{call=\"submit\"}"));
     // Bounded label sets: only these label names, never an id of a user or an order, and
     // routes as templates.
     let allowed = [
-        "route", "status", "outcome", "sale", "method", "code", "op", "le", "quantile",
+        "route", "status", "outcome", "sale", "method", "code", "op", "call", "le", "quantile",
     ];
     for line in exposition
         .lines()

@@ -196,3 +196,97 @@ async fn a_restarted_inventory_pauses_untracked_sales_in_redis() {
         .await;
     test.cleanup().await;
 }
+
+/// `ReserveMany` answers every item as `Reserve` would, in the items' order: malformed items
+/// and unknown sales are answered without the backend, the rest decided together (a later
+/// item sees what an earlier one took).
+async fn reserve_many_answers_each_item_as_reserve_would(stock: Arc<dyn StockStore>) {
+    use flashsale_proto::inventory::{
+        reserve_result::Result as Item, ReserveItem, ReserveManyRequest,
+    };
+    let (_dir, pool) = database().await;
+    let catalog = Arc::new(SqlCatalog::new(pool));
+    let sale = catalog.create(&open_sale(3)).await.unwrap();
+    let service = InventoryService::open(catalog, stock).await.unwrap();
+    let item = |order: &str, sale_id: i64, user_id: i64, quantity: i64| ReserveItem {
+        request: Some(PbReserve {
+            order_id: order.to_owned(),
+            sale_id,
+            user_id,
+            quantity,
+        }),
+        traceparent: "not a traceparent".to_owned(),
+    };
+    let id = |n: u128| uuid::Uuid::from_u128(n).to_string();
+    let items = vec![
+        item(&id(1), sale.id, 1, 1),
+        item(&id(2), sale.id, 2, 0),
+        item("not-a-uuid", sale.id, 2, 1),
+        item(&id(3), sale.id + 1000, 2, 1),
+        ReserveItem::default(),
+        item(&id(4), sale.id, 2, 2),
+        item(&id(1), sale.id, 1, 1),
+        item(&id(5), sale.id, 3, 1),
+    ];
+    let results = service
+        .reserve_many(tonic::Request::new(ReserveManyRequest { items }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let answers: Vec<Result<(PbOutcome, i64), tonic::Code>> = results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(Item::Reply(reply)) => Ok((reply.outcome(), reply.remaining)),
+            Some(Item::Error(e)) => Err(tonic::Code::from(e.code)),
+            None => panic!("an empty result"),
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            Ok((PbOutcome::Reserved, 2)),
+            Err(tonic::Code::InvalidArgument),
+            Err(tonic::Code::InvalidArgument),
+            Ok((PbOutcome::SaleNotFound, 0)),
+            Err(tonic::Code::InvalidArgument),
+            Ok((PbOutcome::Reserved, 0)),
+            Ok((PbOutcome::AlreadyReserved, 0)),
+            Ok((PbOutcome::SoldOut, 0)),
+        ]
+    );
+    let reply = service
+        .get_sale(tonic::Request::new(GetSaleRequest { id: sale.id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.sale.unwrap().remaining, 0);
+
+    // Too many items for one call: refused whole, nothing decided.
+    let too_many = (0..=flashsale_inventory::service::MAX_BATCH_ITEMS)
+        .map(|n| item(&id(100 + n as u128), sale.id, 9, 1))
+        .collect();
+    let refused = service
+        .reserve_many(tonic::Request::new(ReserveManyRequest { items: too_many }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_many_answers_each_item_in_memory() {
+    reserve_many_answers_each_item_as_reserve_would(Arc::new(
+        flashsale_inventory::stock::MemoryStock::new(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_many_answers_each_item_in_redis() {
+    let Some(test) = TestRedis::start().await else {
+        return;
+    };
+    reserve_many_answers_each_item_as_reserve_would(Arc::new(RedisStock::new(test.redis.clone())))
+        .await;
+    test.cleanup().await;
+}

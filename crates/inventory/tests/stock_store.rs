@@ -423,7 +423,8 @@ async fn unknown_sale_is_not_found(store: Store) {
 
 /// 64 tasks making 5,120 reserve attempts over 300 users on the given stores (one stock), while
 /// a reader polls `remaining`: exactly the stock is sold, nobody above the limit, never below 0.
-async fn race_for_the_stock(stores: Vec<Store>, sale_id: i64) {
+/// With `batch` > 1 each task sends its attempts `batch` at a time through `reserve_many`.
+async fn race_for_the_stock(stores: Vec<Store>, sale_id: i64, batch: usize) {
     const STOCK: i64 = 100;
     const LIMIT: i64 = 2;
     const TASKS: usize = 64;
@@ -455,20 +456,29 @@ async fn race_for_the_stock(stores: Vec<Store>, sale_id: i64) {
         let store = Arc::clone(&stores[t % stores.len()]);
         tasks.spawn(async move {
             let mut won = Vec::new();
-            for i in 0..ATTEMPTS {
-                let n = t * ATTEMPTS + i;
-                let user = i64::try_from((n * 7_919) % USERS).unwrap() + 1;
-                let quantity = if n.is_multiple_of(3) { 2 } else { 1 };
-                let order = (u128::try_from(sale_id).unwrap() << 64) | (n as u128 + 1);
-                let d = store
-                    .reserve(req(sale_id, order, user, quantity))
-                    .await
-                    .unwrap();
-                assert!((0..=STOCK).contains(&d.remaining), "{d:?}");
-                match d.outcome {
-                    ReserveOutcome::Reserved => won.push((user, quantity)),
-                    ReserveOutcome::SoldOut | ReserveOutcome::LimitReached => {}
-                    other => panic!("unexpected {other:?}"),
+            let requests: Vec<ReserveRequest> = (0..ATTEMPTS)
+                .map(|i| {
+                    let n = t * ATTEMPTS + i;
+                    let user = i64::try_from((n * 7_919) % USERS).unwrap() + 1;
+                    let quantity = if n.is_multiple_of(3) { 2 } else { 1 };
+                    let order = (u128::try_from(sale_id).unwrap() << 64) | (n as u128 + 1);
+                    req(sale_id, order, user, quantity)
+                })
+                .collect();
+            for chunk in requests.chunks(batch) {
+                let decisions = if batch == 1 {
+                    vec![store.reserve(chunk[0]).await.unwrap()]
+                } else {
+                    store.reserve_many(chunk).await.unwrap()
+                };
+                assert_eq!(decisions.len(), chunk.len());
+                for (r, d) in chunk.iter().zip(decisions) {
+                    assert!((0..=STOCK).contains(&d.remaining), "{d:?}");
+                    match d.outcome {
+                        ReserveOutcome::Reserved => won.push((r.user_id, r.quantity)),
+                        ReserveOutcome::SoldOut | ReserveOutcome::LimitReached => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
                 }
             }
             won
@@ -502,7 +512,56 @@ async fn race_for_the_stock(stores: Vec<Store>, sale_id: i64) {
 
 async fn concurrent_reserves_never_oversell(store: Store) {
     store.load(&sale(1, 100, 2), &[]).await.unwrap();
-    race_for_the_stock(vec![store], 1).await;
+    race_for_the_stock(vec![store], 1, 1).await;
+}
+
+/// The same race with every attempt sent in batches of 16 (a gateway batching its buyers).
+async fn concurrent_batches_never_oversell(store: Store) {
+    store.load(&sale(1, 100, 2), &[]).await.unwrap();
+    race_for_the_stock(vec![store], 1, 16).await;
+}
+
+/// A batch is decided in its order, each item exactly as a lone reserve would be: later items
+/// see what earlier ones took (stock, the buyer's limit, the same order id twice).
+async fn reserve_many_decides_in_order(store: Store) {
+    use ReserveOutcome::*;
+    assert!(store.load(&sale(1, 5, 2), &[]).await.unwrap());
+    assert!(store.load(&sale(2, 9, 9), &[]).await.unwrap());
+    assert_eq!(store.reserve_many(&[]).await.unwrap(), vec![]);
+    let batch = [
+        req(1, 1, 1, 2),                // user 1 takes 2 of 5
+        req(1, 1, 1, 2),                // the same order again: takes nothing
+        req(1, 2, 1, 1),                // user 1 is at the limit of 2
+        req(1, 1, 2, 2),                // order 1 is user 1's: conflict
+        req(1, 3, 2, 2),                // user 2 takes 2: 1 left
+        req(1, 4, 3, 2),                // 2 > 1 left
+        req(2, 5, 3, 3),                // another sale in the same batch
+        at(START - 1, req(1, 6, 4, 1)), // not open yet
+        req(99, 7, 4, 1),               // not tracked
+        req(1, 8, 4, 1),                // the last unit
+    ];
+    let decisions = store.reserve_many(&batch).await.unwrap();
+    assert_eq!(
+        decisions,
+        vec![
+            decision(Reserved, 3),
+            decision(AlreadyReserved, 3),
+            decision(LimitReached, 3),
+            decision(Conflict, 3),
+            decision(Reserved, 1),
+            decision(SoldOut, 1),
+            decision(Reserved, 6),
+            decision(NotStarted, 1),
+            decision(NotFound, 0),
+            decision(Reserved, 0),
+        ]
+    );
+    assert_eq!(store.remaining(1).await.unwrap(), Some(0));
+    assert_eq!(store.remaining(2).await.unwrap(), Some(6));
+    // What a batch reserved is held like any reserve: released once, back into the stock.
+    assert!(store.release(1).await.unwrap());
+    assert!(!store.release(1).await.unwrap());
+    assert_eq!(store.remaining(1).await.unwrap(), Some(2));
 }
 
 /// Eight tasks each release the same 50 orders: the stock comes back exactly once.
@@ -743,6 +802,8 @@ conformance!(
     load_rebuilds_from_stored_reservations,
     unknown_sale_is_not_found,
     concurrent_reserves_never_oversell,
+    concurrent_batches_never_oversell,
+    reserve_many_decides_in_order,
     concurrent_releases_give_back_once,
     concurrent_loads_build_once,
     adopt_audit_and_void_absent_keep_counters_and_holds_in_step,
@@ -765,6 +826,28 @@ async fn raw<T: ::redis::FromRedisValue>(test: &TestRedis, cmd: &mut ::redis::Cm
     cmd.query_async(&mut test.redis.conn()).await.unwrap()
 }
 
+/// A pipelined EVALSHA does not load its script: after `SCRIPT FLUSH` (or a Redis restart) a
+/// batch loads it and is decided once, as if nothing happened.
+#[tokio::test]
+async fn redis_a_batch_survives_a_flushed_script_cache() {
+    with_redis(|test| async move {
+        let store: Store = Arc::new(RedisStock::new(test.redis.clone()));
+        store.load(&sale(1, 10, 10), &[]).await.unwrap();
+        let _: () = raw(&test, ::redis::cmd("SCRIPT").arg("FLUSH")).await;
+        let batch: Vec<ReserveRequest> = (1..=4).map(|n| req(1, n, 1, 1)).collect();
+        let decisions = store.reserve_many(&batch).await.unwrap();
+        let outcomes: Vec<ReserveOutcome> = decisions.iter().map(|d| d.outcome).collect();
+        assert_eq!(outcomes, vec![ReserveOutcome::Reserved; 4]);
+        assert_eq!(decisions[3].remaining, 6);
+        assert_eq!(
+            store.remaining(1).await.unwrap(),
+            Some(6),
+            "each taken once"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_two_instances_never_oversell() {
     with_redis(|test| async move {
@@ -773,7 +856,7 @@ async fn redis_two_instances_never_oversell() {
         let first = sale(1, 100, 2);
         let (a, b) = tokio::join!(one.load(&first, &[]), two.load(&first, &[]));
         assert_eq!(u8::from(a.unwrap()) + u8::from(b.unwrap()), 1, "built once");
-        race_for_the_stock(stores.clone(), 1).await;
+        race_for_the_stock(stores.clone(), 1, 1).await;
 
         stores[1].load(&sale(2, 100, 100), &[]).await.unwrap();
         for order in 1..=50 {

@@ -12,8 +12,8 @@ use flashsale_proto::order::{
     self as pb,
     orders_server::{Orders, OrdersServer},
 };
-use tonic::{Request, Response, Status};
 use flashsale_telemetry::TraceContext;
+use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use flashsale_registry::deadline::{incoming_deadline, pass_on};

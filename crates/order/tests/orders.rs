@@ -36,6 +36,7 @@ on_every_engine!(
     pay_and_expiry_race_to_exactly_one_end,
     illegal_transitions_are_refused,
     queued_requests_are_listed_as_pending_until_written,
+    submit_many_queues_each_item_as_submit_would,
 );
 
 fn request(n: usize) -> OrderRequest {
@@ -485,4 +486,83 @@ async fn queued_requests_are_listed_as_pending_until_written(t: TestDatabase) {
         ]
     );
     assert!(list(8).await.is_empty(), "another user's orders are listed");
+}
+
+/// `SubmitMany` (a gateway's batch of concurrent buys) answers each item as `Submit` would:
+/// good items are queued once each (a duplicate inside the batch too), bad ones refused with
+/// their own status and not queued.
+async fn submit_many_queues_each_item_as_submit_would(t: TestDatabase) {
+    use flashsale_proto::order::{
+        self as pb, submit_result::Result as Item, SubmitItem, SubmitManyRequest,
+    };
+    let store = Arc::new(SqlOrderStore::new(t.db.clone()));
+    let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
+    // Nothing is released in this test; the releaser only completes the service.
+    let releaser = InventoryReleaser::holding(&(0..RACES).map(request).collect::<Vec<_>>()).await;
+    let service = OrderService::new(queue, store, releaser);
+    let pb_request = |r: &OrderRequest| pb::SubmitRequest {
+        order: Some(pb::OrderRequest {
+            order_id: r.order_id.clone(),
+            user_id: r.user_id,
+            sale_id: r.sale_id,
+            quantity: r.quantity,
+            price_cents: r.price_cents,
+            idempotency_key: r.idempotency_key.clone(),
+            accepted_at_ms: r.accepted_at_ms,
+        }),
+    };
+    let item = |r: &OrderRequest| SubmitItem {
+        request: Some(pb_request(r)),
+        traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+    };
+    let mut no_quantity = request(3);
+    no_quantity.quantity = 0;
+    let mut upper_case = request(4);
+    upper_case.order_id = uuid::Uuid::from_u128(0xabcd_ef01)
+        .to_string()
+        .to_uppercase();
+    let mut stale = request(5);
+    stale.accepted_at_ms -= 120_000;
+    let mut future = request(6);
+    future.accepted_at_ms += 3_600_000;
+    let items = vec![
+        item(&request(1)),
+        item(&request(2)),
+        item(&request(1)),
+        item(&no_quantity),
+        item(&upper_case),
+        item(&stale),
+        item(&future),
+        SubmitItem::default(),
+    ];
+    let codes: Vec<tonic::Code> = service
+        .submit_many(tonic::Request::new(SubmitManyRequest { items }))
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(Item::Reply(_)) => tonic::Code::Ok,
+            Some(Item::Error(e)) => tonic::Code::from(e.code),
+            None => panic!("an empty result"),
+        })
+        .collect();
+    use tonic::Code::*;
+    assert_eq!(
+        codes,
+        vec![
+            Ok,
+            Ok,
+            Ok,
+            InvalidArgument,
+            InvalidArgument,
+            DeadlineExceeded,
+            InvalidArgument,
+            InvalidArgument
+        ]
+    );
+    let mut queued = t.strings("SELECT order_id FROM order_queue").await;
+    queued.sort();
+    assert_eq!(queued, vec![request(1).order_id, request(2).order_id]);
 }

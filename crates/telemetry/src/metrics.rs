@@ -99,7 +99,9 @@ fn builder() -> Result<PrometheusBuilder, MetricsError> {
         .map_err(|e| MetricsError(e.to_string()))?
         .set_buckets_for_metric(
             Matcher::Full(GATEWAY_CALL_BATCH_SIZE.into()),
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ],
         )
         .map_err(|e| MetricsError(e.to_string()))?
         .set_buckets_for_metric(

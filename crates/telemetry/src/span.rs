@@ -84,7 +84,8 @@ pub fn remote_span_context(trace: &TraceContext) -> SpanContext {
 /// before anything reads the span's context: reading it fixes its trace id. Without the
 /// OpenTelemetry layer this does nothing.
 pub fn set_remote_parent(span: &tracing::Span, parent: &TraceContext) {
-    let parent = opentelemetry::Context::new().with_remote_span_context(remote_span_context(parent));
+    let parent =
+        opentelemetry::Context::new().with_remote_span_context(remote_span_context(parent));
     // Setting the parent fails only when the span is not recorded; then it has none.
     let _ = span.set_parent(parent);
 }

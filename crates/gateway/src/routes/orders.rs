@@ -145,9 +145,7 @@ pub async fn buy(
         user_id: user.user_id,
         quantity,
     };
-    let reserved = ctx
-        .retry_batched(reserve, &state.buy_calls.reserve)
-        .await?;
+    let reserved = ctx.retry_batched(reserve, &state.buy_calls.reserve).await?;
     match reserved.outcome() {
         ReserveOutcome::Reserved | ReserveOutcome::AlreadyReserved => {
             // Remembered before queueing: a retry after a lost answer (504) must reach the

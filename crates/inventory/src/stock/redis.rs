@@ -662,6 +662,9 @@ impl StockStore for RedisStock {
         &self,
         requests: &[ReserveRequest],
     ) -> Result<Vec<ReserveDecision>, StockError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
         let invocations: Vec<_> = requests
             .iter()
             .map(|r| self.reserve_invocation(r))
@@ -677,7 +680,9 @@ impl StockStore for RedisStock {
         // restart or SCRIPT FLUSH): then nothing ran, so load it and send them again.
         let answers: Vec<(usize, i64)> = match pipeline().query_async(&mut self.conn()).await {
             Ok(answers) => answers,
-            Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+            Err(e)
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
                 self.scripts.reserve.load_async(&mut self.conn()).await?;
                 pipeline().query_async(&mut self.conn()).await?
             }
