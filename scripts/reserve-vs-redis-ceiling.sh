@@ -32,13 +32,13 @@ ceiling=$(redis-benchmark -h 127.0.0.1 -p 6379 -q -n 300000 -c 50 -r 100000000 \
   EVALSHA "$sha" 6 "$sale" "${sale}:held" "${prefix}stock:hold:__rand_int__" \
   "${prefix}stock:unconfirmed" "${prefix}stock:events" "${sale}:holds" \
   1 __rand_int__ 1 "$now" __rand_int__ | tr '\r' '\n' | grep 'requests per second' | tail -1)
-echo "ceiling: redis-benchmark EVALSHA reserve, 50 connections: $ceiling"
+echo "ceiling: redis-benchmark EVALSHA reserve, 50 connections: ${ceiling##*: }"
 per_s=$(echo "$ceiling" | grep -oE '[0-9]+(\.[0-9]+)? requests per second' | awk '{print $1}')
 
 report=$(mktemp)
 FLASHSALE_INVENTORY__STOCK=redis FLASHSALE_GATEWAY__LIMITS__BACKEND=redis \
   FLASHSALE_AUTH__SESSIONS=redis "$bin" bench accept --spawn --users 20000 --json "$report" "$@"
-accepted=$(jq -r '.accepted_per_s' "$report")
+accepted=$(jq -r '.load.accepted_per_s' "$report")
 echo "accepted reservations/s: $accepted"
 awk -v a="$accepted" -v c="$per_s" 'BEGIN { printf "ratio to the EVALSHA ceiling: %.2f\n", a / c }'
 rm -f "$report"

@@ -207,7 +207,9 @@ async fn redis_if_needed(config: &Config, uses: bool) -> Result<Option<Redis>, S
 fn limiter(config: &Config, redis: Option<&Redis>) -> Result<Limiter, StartupError> {
     match (config.gateway.limits.backend, redis) {
         (LimitsBackend::Memory, _) => Ok(MemoryLimiter::new().into()),
-        (LimitsBackend::Redis, Some(redis)) => Ok(RedisLimiter::new(redis.clone()).into()),
+        (LimitsBackend::Redis, Some(redis)) => {
+            Ok(RedisLimiter::new(redis.clone(), config.gateway.batch).into())
+        }
         (LimitsBackend::Redis, None) => Err(StartupError::Config(
             "gateway.limits.backend = redis needs a Redis connection".into(),
         )),

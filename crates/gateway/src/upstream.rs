@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 
 use crate::{
-    batch::{BatchCall, BatchConfig, BatchResult, Batcher, BoxFuture},
+    batch::{self, BatchCall, BatchConfig, BatchResult, Batcher, BoxFuture, Calls},
     error::ApiError,
 };
 
@@ -74,8 +74,8 @@ impl BuyCalls {
     /// Starts the batching of both calls over these clients (on the current tokio runtime).
     pub fn spawn(upstreams: &Upstreams, config: BatchConfig) -> Self {
         Self {
-            reserve: Batcher::spawn(ReserveCalls(upstreams.inventory.clone()), config),
-            submit: Batcher::spawn(SubmitCalls(upstreams.orders.clone()), config),
+            reserve: Batcher::spawn(Calls(ReserveCalls(upstreams.inventory.clone())), config),
+            submit: Batcher::spawn(Calls(SubmitCalls(upstreams.orders.clone())), config),
         }
     }
 }
@@ -284,8 +284,10 @@ impl CallContext {
         C: BatchCall,
         C::Message: Clone,
     {
-        self.retry(message, |request| batcher.call(request, self.deadline))
-            .await
+        self.retry(message, |request| {
+            batch::call(batcher, request, self.deadline)
+        })
+        .await
     }
 }
 

@@ -12,7 +12,8 @@
 //! * [`MemoryLimiter`]: in this process only — a single gateway, or tests.
 //! * [`RedisLimiter`]: shared by every gateway on one Redis; one Lua script per decision, so a
 //!   decision is one round trip whatever the number of rules, and the clock is Redis's own
-//!   (gateways with skewed clocks still agree).
+//!   (gateways with skewed clocks still agree). Under load the concurrent decisions of one
+//!   gateway share a script run and its round trip ([`flashsale_batch`]).
 //!
 //! We keep GCRA in our own few lines rather than use `governor` because the Redis backend needs
 //! the same arithmetic in Lua and both must give identical answers (one conformance suite in
@@ -25,6 +26,7 @@ mod redis;
 
 use std::time::Duration;
 
+pub use flashsale_batch::BatchConfig;
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 use serde::{Deserialize, Serialize};
@@ -207,10 +209,16 @@ pub enum Decision {
     },
 }
 
-/// The shared limiter could not decide (Redis unreachable or failing).
-#[derive(Debug, thiserror::Error)]
-#[error("rate limiter unavailable: {0}")]
-pub struct LimitError(#[from] ::redis::RedisError);
+/// The shared limiter could not decide.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LimitError {
+    /// Redis is unreachable or failing.
+    #[error("rate limiter unavailable: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The decision got no answer (the limiter is shutting down).
+    #[error("rate limiter unavailable: the decision got no answer")]
+    Dropped,
+}
 
 /// A rate limiter: in process or in Redis.
 #[derive(Debug, Clone)]

@@ -156,7 +156,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(test) = super::TestRedis::start().await else { return };
-                    let limiter = super::RedisLimiter::new(test.redis.clone());
+                    let limiter = super::RedisLimiter::new(test.redis.clone(), Default::default());
                     super::$case(flashsale_limits::Limiter::from(limiter)).await;
                     test.cleanup().await;
                 }
@@ -179,8 +179,14 @@ async fn two_gateways_on_one_redis_share_a_budget() {
         return;
     };
     // Two limiters with their own connections: two gateway processes.
-    let a = RedisLimiter::new(flashsale_redis::Redis::connect(&test.config).await.unwrap());
-    let b = RedisLimiter::new(flashsale_redis::Redis::connect(&test.config).await.unwrap());
+    let a = RedisLimiter::new(
+        flashsale_redis::Redis::connect(&test.config).await.unwrap(),
+        Default::default(),
+    );
+    let b = RedisLimiter::new(
+        flashsale_redis::Redis::connect(&test.config).await.unwrap(),
+        Default::default(),
+    );
     let check = [Check {
         key: "ip:10.1.1.1",
         rate: Rate::per_minute(10),
@@ -220,4 +226,53 @@ async fn memory_prune_forgets_full_budgets_only() {
         tokio::task::yield_now().await;
     }
     assert_eq!(limiter.len(), 1, "only the minute-long key remains");
+}
+
+/// Attempts decided in one call (what concurrent buyers' attempts become under load) are decided
+/// in order, each all-or-nothing: a later attempt sees what an earlier one charged, and an attempt
+/// refused by one rule charges none of its other keys.
+#[tokio::test]
+async fn redis_attempts_in_one_call_are_decided_in_order_each_all_or_nothing() {
+    let Some(test) = TestRedis::start().await else {
+        return;
+    };
+    let limiter = RedisLimiter::new(test.redis.clone(), Default::default());
+    let user = Check {
+        key: "buy:u:9:1",
+        rate: Rate::per_minute(2),
+    };
+    let ip = Check {
+        key: "buy:ip:10.9.9.9",
+        rate: Rate::per_minute(1),
+    };
+    let other_ip = Check {
+        key: "buy:ip:10.9.9.8",
+        rate: Rate::per_minute(5),
+    };
+    let decisions: Vec<Decision> = limiter
+        .check_many(&[&[user], &[user], &[user, ip], &[other_ip, ip], &[]])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(decisions[0], Decision::Allowed);
+    assert_eq!(decisions[1], Decision::Allowed);
+    assert!(
+        matches!(decisions[2], Decision::Refused { .. }),
+        "the user's third in a minute: {decisions:?}"
+    );
+    // `ip` was not charged by the refused third attempt, so the fourth passes on both keys.
+    assert_eq!(decisions[3], Decision::Allowed);
+    assert_eq!(decisions[4], Decision::Allowed, "no rules, nothing refused");
+    // What the call charged is stored: `ip` is spent now, `other_ip` has 4 left.
+    assert!(matches!(
+        limiter.check(&[ip]).await.unwrap(),
+        Decision::Refused { .. }
+    ));
+    let mut passed = 0;
+    for _ in 0..10 {
+        passed += usize::from(allowed(limiter.check(&[other_ip]).await.unwrap()));
+    }
+    assert_eq!(passed, 4);
+    test.cleanup().await;
 }
