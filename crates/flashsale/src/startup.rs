@@ -208,7 +208,7 @@ fn limiter(config: &Config, redis: Option<&Redis>) -> Result<Limiter, StartupErr
     match (config.gateway.limits.backend, redis) {
         (LimitsBackend::Memory, _) => Ok(MemoryLimiter::new().into()),
         (LimitsBackend::Redis, Some(redis)) => {
-            Ok(RedisLimiter::new(redis.clone(), config.gateway.batch).into())
+            Ok(RedisLimiter::new(redis.clone(), config.gateway.limits.batch).into())
         }
         (LimitsBackend::Redis, None) => Err(StartupError::Config(
             "gateway.limits.backend = redis needs a Redis connection".into(),

@@ -33,6 +33,9 @@ pub struct LimitsConfig {
     pub login_per_account: Rate,
     /// Registrations per client IP (each one costs an argon2 hash).
     pub register_per_ip: Rate,
+    /// How the Redis backend's concurrent decisions share script calls (`max_size = 1`: each
+    /// decision its own call, sent directly).
+    pub batch: BatchConfig,
 }
 
 impl Default for LimitsConfig {
@@ -44,6 +47,7 @@ impl Default for LimitsConfig {
             login_per_ip: Rate::per_minute(20),
             login_per_account: Rate::per_minute(5),
             register_per_ip: Rate::per_minute(10),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl LimitsConfig {
             login_per_ip: off,
             login_per_account: off,
             register_per_ip: off,
+            batch: BatchConfig::default(),
         }
     }
 }

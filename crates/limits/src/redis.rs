@@ -132,7 +132,8 @@ fn decision(wait_us: u64) -> Decision {
 pub struct RedisLimiter {
     redis: Redis,
     script: Arc<Script>,
-    attempts: Batcher<Attempts>,
+    /// `None` when batching is off: every decision is sent directly.
+    attempts: Option<Batcher<Attempts>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -149,13 +150,15 @@ impl RedisLimiter {
     /// batching task).
     pub fn new(redis: Redis, batch: BatchConfig) -> Self {
         let script = Arc::new(Script::new(GCRA_SCRIPT));
-        let attempts = Batcher::spawn(
-            Attempts {
-                redis: redis.clone(),
-                script: Arc::clone(&script),
-            },
-            batch,
-        );
+        let attempts = (batch.max_size > 1).then(|| {
+            Batcher::spawn(
+                Attempts {
+                    redis: redis.clone(),
+                    script: Arc::clone(&script),
+                },
+                batch,
+            )
+        });
         Self {
             redis,
             script,
@@ -185,19 +188,32 @@ impl RedisLimiter {
         if attempt.is_empty() {
             return Ok(Decision::Allowed);
         }
-        self.attempts.call(attempt).await
+        match &self.attempts {
+            Some(batcher) => batcher.call(attempt).await,
+            None => self
+                .direct()
+                .send(vec![attempt])
+                .await
+                .pop()
+                .unwrap_or_else(Attempts::lost),
+        }
+    }
+
+    /// Sends attempts itself, bypassing the batcher.
+    fn direct(&self) -> Attempts {
+        Attempts {
+            redis: self.redis.clone(),
+            script: Arc::clone(&self.script),
+        }
     }
 
     /// Decides several attempts in one round trip, in order, each exactly as [`Self::check`]
     /// would: all of an attempt's keys are charged or none, and a later attempt sees what an
     /// earlier one charged. (What [`Self::check`] does for concurrent callers under load.)
     pub async fn check_many(&self, attempts: &[&[Check<'_>]]) -> Vec<Result<Decision, LimitError>> {
-        let batch = Attempts {
-            redis: self.redis.clone(),
-            script: Arc::clone(&self.script),
-        };
         let count = attempts.len();
-        let mut answers = batch
+        let mut answers = self
+            .direct()
             .send(attempts.iter().map(|a| self.attempt(a)).collect())
             .await;
         answers.resize_with(count, Attempts::lost);

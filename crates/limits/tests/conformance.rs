@@ -162,6 +162,19 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// The Redis backend with batching off: every decision its own script call.
+        mod redis_unbatched {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(test) = super::TestRedis::start().await else { return };
+                    let off = flashsale_limits::BatchConfig { max_size: 1, ..Default::default() };
+                    let limiter = super::RedisLimiter::new(test.redis.clone(), off);
+                    super::$case(flashsale_limits::Limiter::from(limiter)).await;
+                    test.cleanup().await;
+                }
+            )*
+        }
     };
 }
 
