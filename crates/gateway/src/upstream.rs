@@ -85,97 +85,85 @@ fn item_status(code: i32, message: String) -> tonic::Status {
     tonic::Status::new(tonic::Code::from(code), message)
 }
 
-/// Inventory `Reserve`, alone or as `ReserveMany`.
-#[derive(Debug, Clone)]
-pub struct ReserveCalls(InventoryClient<Balanced>);
+/// Declares a [`BatchCall`] over a unary RPC and its batch RPC. The two pairs the buy path
+/// batches have the same shape in their protos (`XItem { request, traceparent }`, `XResult {
+/// oneof result { reply, error } }`), only the generated names differ.
+macro_rules! batch_call {
+    ($(#[$doc:meta])* $name:ident($client:ty) {
+        name: $label:literal,
+        unary: $unary:ident($message:ty) -> $reply:ty,
+        batch: $many:ident($many_request:ident { $item:ident }),
+        result: $result:path,
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name($client);
 
-impl BatchCall for ReserveCalls {
-    type Message = inventory_pb::ReserveRequest;
-    type Reply = inventory_pb::ReserveReply;
-    const NAME: &'static str = "reserve";
+        impl BatchCall for $name {
+            type Message = $message;
+            type Reply = $reply;
+            const NAME: &'static str = $label;
 
-    fn one(
-        &self,
-        request: tonic::Request<Self::Message>,
-    ) -> BoxFuture<Result<Self::Reply, tonic::Status>> {
-        let mut client = self.0.clone();
-        Box::pin(async move { Ok(client.reserve(request).await?.into_inner()) })
-    }
+            fn one(
+                &self,
+                request: tonic::Request<Self::Message>,
+            ) -> BoxFuture<Result<Self::Reply, tonic::Status>> {
+                let mut client = self.0.clone();
+                Box::pin(async move { Ok(client.$unary(request).await?.into_inner()) })
+            }
 
-    fn many(
-        &self,
-        request: tonic::Request<Vec<(Self::Message, String)>>,
-    ) -> BoxFuture<BatchResult<Self::Reply>> {
-        use inventory_pb::reserve_result::Result as Item;
-        let mut client = self.0.clone();
-        let request = request.map(|items| inventory_pb::ReserveManyRequest {
-            items: items
-                .into_iter()
-                .map(|(request, traceparent)| inventory_pb::ReserveItem {
-                    request: Some(request),
-                    traceparent,
+            fn many(
+                &self,
+                request: tonic::Request<Vec<(Self::Message, String)>>,
+            ) -> BoxFuture<BatchResult<Self::Reply>> {
+                use $result as Item;
+                let mut client = self.0.clone();
+                let request = request.map(|items| $many_request {
+                    items: items
+                        .into_iter()
+                        .map(|(request, traceparent)| $item {
+                            request: Some(request),
+                            traceparent,
+                        })
+                        .collect(),
+                });
+                Box::pin(async move {
+                    let reply = client.$many(request).await?.into_inner();
+                    Ok(reply
+                        .results
+                        .into_iter()
+                        .map(|r| match r.result {
+                            Some(Item::Reply(reply)) => Ok(reply),
+                            Some(Item::Error(e)) => Err(item_status(e.code, e.message)),
+                            None => Err(tonic::Status::internal("an empty batch result")),
+                        })
+                        .collect())
                 })
-                .collect(),
-        });
-        Box::pin(async move {
-            let reply = client.reserve_many(request).await?.into_inner();
-            Ok(reply
-                .results
-                .into_iter()
-                .map(|r| match r.result {
-                    Some(Item::Reply(reply)) => Ok(reply),
-                    Some(Item::Error(e)) => Err(item_status(e.code, e.message)),
-                    None => Err(tonic::Status::internal("an empty batch result")),
-                })
-                .collect())
-        })
+            }
+        }
+    };
+}
+
+use inventory_pb::{ReserveItem, ReserveManyRequest};
+use order_pb::{SubmitItem, SubmitManyRequest};
+
+batch_call! {
+    /// Inventory `Reserve`, alone or as `ReserveMany`.
+    ReserveCalls(InventoryClient<Balanced>) {
+        name: "reserve",
+        unary: reserve(inventory_pb::ReserveRequest) -> inventory_pb::ReserveReply,
+        batch: reserve_many(ReserveManyRequest { ReserveItem }),
+        result: inventory_pb::reserve_result::Result,
     }
 }
 
-/// Order `Submit`, alone or as `SubmitMany`.
-#[derive(Debug, Clone)]
-pub struct SubmitCalls(OrdersClient<Balanced>);
-
-impl BatchCall for SubmitCalls {
-    type Message = order_pb::SubmitRequest;
-    type Reply = order_pb::SubmitReply;
-    const NAME: &'static str = "submit";
-
-    fn one(
-        &self,
-        request: tonic::Request<Self::Message>,
-    ) -> BoxFuture<Result<Self::Reply, tonic::Status>> {
-        let mut client = self.0.clone();
-        Box::pin(async move { Ok(client.submit(request).await?.into_inner()) })
-    }
-
-    fn many(
-        &self,
-        request: tonic::Request<Vec<(Self::Message, String)>>,
-    ) -> BoxFuture<BatchResult<Self::Reply>> {
-        use order_pb::submit_result::Result as Item;
-        let mut client = self.0.clone();
-        let request = request.map(|items| order_pb::SubmitManyRequest {
-            items: items
-                .into_iter()
-                .map(|(request, traceparent)| order_pb::SubmitItem {
-                    request: Some(request),
-                    traceparent,
-                })
-                .collect(),
-        });
-        Box::pin(async move {
-            let reply = client.submit_many(request).await?.into_inner();
-            Ok(reply
-                .results
-                .into_iter()
-                .map(|r| match r.result {
-                    Some(Item::Reply(reply)) => Ok(reply),
-                    Some(Item::Error(e)) => Err(item_status(e.code, e.message)),
-                    None => Err(tonic::Status::internal("an empty batch result")),
-                })
-                .collect())
-        })
+batch_call! {
+    /// Order `Submit`, alone or as `SubmitMany`.
+    SubmitCalls(OrdersClient<Balanced>) {
+        name: "submit",
+        unary: submit(order_pb::SubmitRequest) -> order_pb::SubmitReply,
+        batch: submit_many(SubmitManyRequest { SubmitItem }),
+        result: order_pb::submit_result::Result,
     }
 }
 
@@ -270,9 +258,7 @@ impl CallContext {
             }
         }
     }
-}
 
-impl CallContext {
     /// Like [`CallContext::retry`], for a call sent through a [`Batcher`]: each attempt rides
     /// alone or in the next batch, with this request's deadline and trace context.
     pub async fn retry_batched<C>(

@@ -379,7 +379,8 @@ impl Inventory for InventoryService {
         flashsale_telemetry::span::link_current(items.iter().map(|i| i.traceparent.as_str()));
         // Items answered without the backend (bad, unknown sale, rebuilding) are answered in
         // place; the others go to the backend together, in their order.
-        let mut results: Vec<Option<Result<pb::ReserveReply, Status>>> = Vec::new();
+        let mut results: Vec<Option<Result<pb::ReserveReply, Status>>> =
+            Vec::with_capacity(items.len());
         let mut requests = Vec::with_capacity(items.len());
         let mut sent = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
