@@ -36,9 +36,20 @@ echo "ceiling: redis-benchmark EVALSHA reserve, 50 connections: ${ceiling##*: }"
 per_s=$(echo "$ceiling" | grep -oE '[0-9]+(\.[0-9]+)? requests per second' | awk '{print $1}')
 
 report=$(mktemp)
+# The spawned server's keys go under this run's prefix too, so the cleanup above takes them.
 FLASHSALE_INVENTORY__STOCK=redis FLASHSALE_GATEWAY__LIMITS__BACKEND=redis \
-  FLASHSALE_AUTH__SESSIONS=redis "$bin" bench accept --spawn --users 20000 --json "$report" "$@"
+  FLASHSALE_AUTH__SESSIONS=redis FLASHSALE_REDIS__KEY_PREFIX="$prefix" \
+  "$bin" bench accept --spawn --users 20000 --redis-url redis://127.0.0.1:6379 \
+  --json "$report" "$@"
 accepted=$(jq -r '.load.accepted_per_s' "$report")
 echo "accepted reservations/s: $accepted"
 awk -v a="$accepted" -v c="$per_s" 'BEGIN { printf "ratio to the EVALSHA ceiling: %.2f\n", a / c }'
+
+# The CPU budget: what one accepted buy cost each party on this machine, and what that allows.
+jq -r --argjson ceiling "$per_s" '
+  (.load.client_cpu_pct / 100 * 1e6 / .load.attempts_per_s) as $client
+  | (.server_cpu_us_per_accepted + .redis_cpu_us_per_accepted + $client) as $all
+  | "CPU per accepted buy: server \(.server_cpu_us_per_accepted | floor) µs + Redis \(.redis_cpu_us_per_accepted | floor) µs + bench client \($client | floor) µs = \($all | floor) µs",
+    "  \(.cpus) cores at that cost: at most \(.cpus * 1e6 / $all | floor) buys/s; 0.5 × the ceiling (\($ceiling / 2 | floor)/s) needs at most \(.cpus * 1e6 / ($ceiling / 2) | floor) µs per buy in all"
+' "$report"
 rm -f "$report"

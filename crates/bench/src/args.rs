@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// the spawned server's): `sqlite://PATH`, `postgres://…` or `mysql://…` / `mariadb://…`.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// A Redis the system under test uses (`redis://host:port`): its CPU over the load is
+    /// reported per accepted buy (`INFO cpu`; anything else using that Redis is counted too).
+    #[arg(long)]
+    pub redis_url: Option<String>,
     /// `persist`: orders in the batched and the NATS phases (the single-row phase writes a
     /// tenth of them, at most 10,000).
     #[arg(long, default_value_t = 100_000)]

@@ -28,6 +28,9 @@ pub enum BenchError {
     /// The database could not be read.
     #[error("database: {0}")]
     Database(String),
+    /// The Redis given with `--redis-url` could not be asked for its CPU.
+    #[error("redis (--redis-url): {0}")]
+    Redis(String),
     /// The ceiling server failed.
     #[error("ceiling server: {0}")]
     Ceiling(String),

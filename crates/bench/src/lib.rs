@@ -16,6 +16,7 @@ pub mod load;
 pub mod persist;
 pub mod prepare;
 pub mod procfs;
+pub mod redis_cpu;
 pub mod report;
 pub mod settle;
 pub mod spawn;
@@ -273,6 +274,16 @@ async fn rush_on(
         .and_then(|s| serde_json::to_value(s).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
+    let server_pid = server.and_then(spawn::Server::pid);
+    let server_cpu_before = server_pid.and_then(procfs::process_cpu_secs);
+    let mut redis = match &args.redis_url {
+        Some(url) => Some(redis_cpu::RedisCpu::connect(url).await?),
+        None => None,
+    };
+    let redis_cpu_before = match &mut redis {
+        Some(r) => Some(r.cpu_secs().await?),
+        None => None,
+    };
     let started = Instant::now();
     let (result, load) = phase(&endpoint, Arc::clone(&buyers), &load_config(args, &label)).await;
     report.settled = result.settled;
@@ -324,6 +335,20 @@ async fn rush_on(
             "database checks (per-user limit, duplicate keys, 202 ids persisted): give --database-url"
                 .into(),
         ];
+    }
+    // What the load cost, until its orders were persisted (or until it ended, without a
+    // database to watch).
+    let server_cpu = server_cpu_before
+        .zip(server_pid.and_then(procfs::process_cpu_secs))
+        .map(|(before, after)| after - before);
+    let redis_cpu = match (&mut redis, redis_cpu_before) {
+        (Some(r), Some(before)) => Some(r.cpu_secs().await? - before),
+        _ => None,
+    };
+    let per_accepted = |secs: f64| secs * 1e6 / unique_accepted as f64;
+    if unique_accepted > 0 {
+        report.server_cpu_us_per_accepted = server_cpu.map(per_accepted);
+        report.redis_cpu_us_per_accepted = redis_cpu.map(per_accepted);
     }
     // The gateway's view of the stock may lag a moment behind the database.
     let deadline = Instant::now() + Duration::from_secs(3);

@@ -23,6 +23,11 @@ fn cpu_secs(stat: &str) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SEC)
 }
 
+/// CPU seconds (all threads) used so far by process `pid`.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// CPU seconds used by this process so far, excluding threads named `exclude` (the in-process
 /// ceiling server), so that only the bench client is counted.
 pub fn client_cpu_secs(exclude: &str) -> Option<f64> {
@@ -58,5 +63,7 @@ mod tests {
     fn reads_own_figures() {
         assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
         assert!(client_cpu_secs("none").is_some());
+        assert!(process_cpu_secs(std::process::id()).is_some_and(|s| s >= 0.0));
+        assert_eq!(process_cpu_secs(u32::MAX), None);
     }
 }

@@ -104,6 +104,12 @@ pub struct Report {
     pub ratio_to_ceiling: Option<f64>,
     /// Peak RSS of the spawned server, KiB.
     pub server_peak_rss_kib: Option<u64>,
+    /// CPU the spawned server (every service and its database threads) spent per accepted buy,
+    /// µs: from the start of the load until the orders were persisted. Steadier than a rate on
+    /// a shared machine, since it does not depend on what else got the cores.
+    pub server_cpu_us_per_accepted: Option<f64>,
+    /// CPU the Redis given with `--redis-url` spent per accepted buy over the same span, µs.
+    pub redis_cpu_us_per_accepted: Option<f64>,
     /// The guarantee check.
     pub guarantees: Option<Verdict>,
     /// The same load on a second spawned server with customer authentication switched off
@@ -141,10 +147,15 @@ fn phase_rows(out: &mut String, name: &str, p: &Phase) {
         "  outcomes        2xx {}  409 {}  429 {}  other 4xx {}  5xx {}  errors/timeouts {}",
         o.ok_2xx, o.conflict_409, o.rate_limited_429, o.other_4xx, o.server_5xx, o.errors
     );
+    let per_attempt = p
+        .client_cpu_pct
+        .filter(|_| p.attempts_per_s > 0.0)
+        .map(|pct| pct / 100.0 * 1e6 / p.attempts_per_s);
     let _ = writeln!(
         out,
-        "  client CPU      {}% of one core",
-        opt(p.client_cpu_pct, 0)
+        "  client CPU      {}% of one core, {} µs per attempt",
+        opt(p.client_cpu_pct, 0),
+        opt(per_attempt, 1)
     );
 }
 
@@ -202,6 +213,18 @@ impl Report {
                 self.server_peak_rss_kib
                     .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
             );
+            let _ = writeln!(
+                out,
+                "  server CPU      {} µs per accepted buy (load and persisting)",
+                opt(self.server_cpu_us_per_accepted, 1)
+            );
+            if self.redis_cpu_us_per_accepted.is_some() {
+                let _ = writeln!(
+                    out,
+                    "  Redis CPU       {} µs per accepted buy (--redis-url)",
+                    opt(self.redis_cpu_us_per_accepted, 1)
+                );
+            }
         }
         if let Some(p) = &self.auth_off {
             phase_rows(

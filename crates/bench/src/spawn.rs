@@ -19,6 +19,15 @@ pub const ADMIN_PASSWORD: &str = "bench-admin-password";
 /// The line `flashsale dev` prints once it serves.
 const READY_PREFIX: &str = "flashsale dev: gateway listening on ";
 
+/// The environment variable naming the Redis key prefix of `flashsale dev`.
+const PREFIX_VAR: &str = "FLASHSALE_REDIS__KEY_PREFIX";
+
+/// The key prefix of one spawned server: a fresh part under `base` (default `flashsale-bench:`).
+fn run_key_prefix(base: Option<String>) -> String {
+    let base = base.unwrap_or_else(|| "flashsale-bench:".to_owned());
+    format!("{base}bench-{:x}:", flashsale_storage::now_ms())
+}
+
 /// A spawned `flashsale dev`; killed when dropped.
 pub struct Server {
     child: Child,
@@ -44,10 +53,11 @@ impl Server {
             .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "1024")
             .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
             // If the environment puts limits or sessions in Redis, this server's keys are its
-            // own: a later run must not find the limits this one spent.
+            // own: a later run must not find the limits this one spent. They live under the
+            // environment's prefix, when it names one, so whoever set it can delete them.
             .env(
                 "FLASHSALE_REDIS__KEY_PREFIX",
-                format!("flashsale-bench:{:x}:", flashsale_storage::now_ms()),
+                run_key_prefix(std::env::var(PREFIX_VAR).ok()),
             )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -93,5 +103,17 @@ impl Server {
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_gets_a_prefix_under_the_environments() {
+        assert!(run_key_prefix(Some("test:abc:".into())).starts_with("test:abc:bench-"));
+        assert!(run_key_prefix(None).starts_with("flashsale-bench:bench-"));
+        assert!(run_key_prefix(None).ends_with(':'));
     }
 }

@@ -45,6 +45,44 @@ fn a_short_rush_passes_its_guarantee_check() {
         .unwrap()
         .is_empty());
     assert!(stdout.contains("guarantees      PASSED"), "{stdout}");
+    // The spawned server did work for the accepted buys, and the report says how much.
+    let cpu = report["server_cpu_us_per_accepted"].as_f64();
+    assert!(cpu.is_some_and(|us| us > 0.0), "{report:#}");
+    assert!(stdout.contains("µs per accepted buy"), "{stdout}");
+}
+
+/// With the stock in Redis and `--redis-url`, the report says what each accepted buy cost
+/// Redis. The spawned server's keys live under a prefix of this test's own.
+#[tokio::test]
+async fn a_rush_on_redis_reports_the_redis_cpu_per_buy() {
+    let Some(redis) = flashsale_redis::testing::TestRedis::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "accept", "--spawn", "--users", "100", "--json"])
+        .arg(&json)
+        .args(["--redis-url", &redis.config.url])
+        .env_remove("FLASHSALE_CONFIG")
+        .env("FLASHSALE_INVENTORY__STOCK", "redis")
+        .env("FLASHSALE_REDIS__URL", &redis.config.url)
+        .env("FLASHSALE_REDIS__KEY_PREFIX", &redis.config.key_prefix)
+        .output()
+        .await
+        .unwrap();
+    redis.cleanup().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["load"]["accepted"], 100, "{report:#}");
+    let cpu = report["redis_cpu_us_per_accepted"].as_f64();
+    assert!(cpu.is_some_and(|us| us > 0.0), "{report:#}");
+    assert!(stdout.contains("Redis CPU"), "{stdout}");
 }
 
 #[test]
