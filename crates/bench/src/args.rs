@@ -75,7 +75,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub database_url: Option<String>,
     /// A Redis the system under test uses (`redis://host:port`): its CPU over the load is
-    /// reported per accepted buy (`INFO cpu`; anything else using that Redis is counted too).
+    /// reported per accepted buy (`INFO cpu`; anything else using that Redis is counted too),
+    /// and with `--spawn` the keys the spawned server wrote there are deleted afterwards.
     #[arg(long)]
     pub redis_url: Option<String>,
     /// `persist`: orders in the batched and the NATS phases (the single-row phase writes a

@@ -16,9 +16,9 @@ pub mod load;
 pub mod persist;
 pub mod prepare;
 pub mod procfs;
-pub mod redis_cpu;
 pub mod report;
 pub mod settle;
+pub mod shared_redis;
 pub mod spawn;
 pub mod workload;
 
@@ -177,13 +177,28 @@ async fn rush(args: &BenchArgs, report: &mut Report) -> Result<(), BenchError> {
     };
     let result = rush_on(args, report, server.as_ref()).await;
     if let Some(s) = server {
-        s.stop().await;
+        stop(s, args).await;
     }
     result?;
     if args.compare_auth_off {
         compare_auth_off(args, report).await?;
     }
     Ok(())
+}
+
+/// Stops a spawned server and, with `--redis-url`, deletes the keys it left in Redis (a failure
+/// to delete is reported and does not fail the run: the figures stand).
+async fn stop(server: spawn::Server, args: &BenchArgs) {
+    let prefix = server.key_prefix.clone();
+    server.stop().await;
+    let Some(url) = &args.redis_url else { return };
+    let deleted = match shared_redis::SharedRedis::connect(url).await {
+        Ok(mut redis) => redis.delete_prefix(&prefix).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        eprintln!("flashsale bench: could not delete the spawned server's keys {prefix}*: {e}");
+    }
 }
 
 /// Runs the same load on a fresh server whose gateway skips customer authentication, and
@@ -196,7 +211,7 @@ async fn compare_auth_off(args: &BenchArgs, report: &mut Report) -> Result<(), B
         ..Report::default()
     };
     let result = rush_on(args, &mut off, Some(&server)).await;
-    server.stop().await;
+    stop(server, args).await;
     result?;
     if let (Some(with), Some(without)) = (&report.load, &off.load) {
         report.ratio_to_auth_off =
@@ -277,7 +292,7 @@ async fn rush_on(
     let server_pid = server.and_then(spawn::Server::pid);
     let server_cpu_before = server_pid.and_then(procfs::process_cpu_secs);
     let mut redis = match &args.redis_url {
-        Some(url) => Some(redis_cpu::RedisCpu::connect(url).await?),
+        Some(url) => Some(shared_redis::SharedRedis::connect(url).await?),
         None => None,
     };
     let redis_cpu_before = match &mut redis {

@@ -1,7 +1,9 @@
 //! `--spawn`: runs `flashsale dev` (this same executable) on a temporary data dir, with a bench
 //! admin and cheap password hashing (only preparation logs in; the rush never hashes). It
 //! inherits the environment, so `FLASHSALE_GATEWAY__LIMITS__BACKEND=redis` and
-//! `FLASHSALE_AUTH__SESSIONS=redis` bench the Redis backends (under a key prefix of its own).
+//! `FLASHSALE_AUTH__SESSIONS=redis` bench the Redis backends (under a key prefix of its own,
+//! inside `FLASHSALE_REDIS__KEY_PREFIX` when that is set; with `--redis-url` the bench deletes
+//! those keys once the server is stopped).
 
 use std::{process::Stdio, time::Duration};
 
@@ -35,6 +37,8 @@ pub struct Server {
     pub url: String,
     /// Its database.
     pub database_url: String,
+    /// The prefix of every key it writes in Redis (when configured to use Redis).
+    pub key_prefix: String,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +47,7 @@ impl Server {
     /// for its ready line.
     pub async fn start(env: &[(&str, &str)]) -> Result<Self, BenchError> {
         let dir = tempfile::tempdir().map_err(|e| BenchError::Io("temporary data dir", e))?;
+        let key_prefix = run_key_prefix(std::env::var(PREFIX_VAR).ok());
         let exe = std::env::current_exe().map_err(|e| BenchError::Io("finding flashsale", e))?;
         let mut child = Command::new(exe)
             .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
@@ -90,6 +95,7 @@ impl Server {
             child,
             url,
             database_url,
+            key_prefix,
             _dir: dir,
         })
     }

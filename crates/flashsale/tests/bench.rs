@@ -52,7 +52,7 @@ fn a_short_rush_passes_its_guarantee_check() {
 }
 
 /// With the stock in Redis and `--redis-url`, the report says what each accepted buy cost
-/// Redis. The spawned server's keys live under a prefix of this test's own.
+/// Redis, and the spawned server's keys (under this test's prefix) are gone afterwards.
 #[tokio::test]
 async fn a_rush_on_redis_reports_the_redis_cpu_per_buy() {
     let Some(redis) = flashsale_redis::testing::TestRedis::start().await else {
@@ -71,7 +71,10 @@ async fn a_rush_on_redis_reports_the_redis_cpu_per_buy() {
         .output()
         .await
         .unwrap();
+    // The bench deleted what its server wrote (under this test's prefix) once it stopped it.
+    let left = redis.keys(&format!("{}*", redis.config.key_prefix)).await;
     redis.cleanup().await;
+    assert!(left.is_empty(), "keys left behind: {left:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -1,20 +1,27 @@
-//! CPU a Redis server has used (`INFO cpu`), so a run can say what each accepted buy cost the
-//! Redis it shares with the other gateways and services (`--redis-url`).
+//! The Redis the system under test uses (`--redis-url`): what each accepted buy cost it, and
+//! removing what a spawned server left in it.
 //!
-//! Redis reports `used_cpu_sys` and `used_cpu_user` for its whole process in seconds; the
-//! difference over the load is divided by the buys accepted in it. Anything else using the same
-//! Redis at that moment is counted too, so measure on a Redis of your own.
+//! Redis reports `used_cpu_sys` and `used_cpu_user` for its whole process in seconds (`INFO
+//! cpu`); the difference over the load is divided by the buys accepted in it. Anything else
+//! using the same Redis at that moment is counted too, so measure on a Redis of your own.
+//!
+//! A spawned server keeps its sales, holds, sessions and limits under a key prefix of its own;
+//! once it is stopped, [`SharedRedis::delete_prefix`] deletes them (SCAN + UNLINK), so repeated
+//! runs do not pile up keys in a Redis that outlives them.
 
 use redis::aio::MultiplexedConnection;
 
 use crate::error::BenchError;
 
-/// A connection to the Redis whose CPU is measured.
-pub struct RedisCpu {
+/// Keys asked for per SCAN step and deleted per UNLINK.
+const SCAN_COUNT: usize = 1000;
+
+/// A connection to the Redis the system under test uses.
+pub struct SharedRedis {
     conn: MultiplexedConnection,
 }
 
-impl RedisCpu {
+impl SharedRedis {
     /// Connects to `url` (`redis://host:port`).
     pub async fn connect(url: &str) -> Result<Self, BenchError> {
         let client = redis::Client::open(url).map_err(|e| BenchError::Redis(e.to_string()))?;
@@ -35,6 +42,36 @@ impl RedisCpu {
         parse_cpu_secs(&info).ok_or_else(|| {
             BenchError::Redis("INFO cpu has no used_cpu_sys / used_cpu_user".to_owned())
         })
+    }
+
+    /// Deletes every key that starts with `prefix`; returns how many there were.
+    pub async fn delete_prefix(&mut self, prefix: &str) -> Result<usize, BenchError> {
+        let pattern = format!("{prefix}*");
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(|e| BenchError::Redis(e.to_string()))?;
+            if !keys.is_empty() {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.conn)
+                    .await
+                    .map_err(|e| BenchError::Redis(e.to_string()))?;
+                deleted += keys.len();
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
     }
 }
 
