@@ -196,8 +196,13 @@ async fn stop(server: spawn::Server, args: &BenchArgs) {
         Ok(mut redis) => redis.delete_prefix(&prefix).await,
         Err(e) => Err(e),
     };
-    if let Err(e) = deleted {
-        eprintln!("flashsale bench: could not delete the spawned server's keys {prefix}*: {e}");
+    match deleted {
+        Ok(n) => {
+            eprintln!("flashsale bench: deleted the spawned server's {n} Redis keys ({prefix}*)")
+        }
+        Err(e) => {
+            eprintln!("flashsale bench: could not delete the spawned server's keys {prefix}*: {e}");
+        }
     }
 }
 
