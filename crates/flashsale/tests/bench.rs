@@ -2,9 +2,24 @@
 //! and its own guarantee check must pass, with exactly the stock accepted.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::Command;
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
 
 use serde_json::Value;
+
+/// The JSON report and stdout of a bench run that must have succeeded.
+fn finished_report(output: &Output, json: &Path) -> (Value, String) {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    (report, stdout)
+}
 
 #[test]
 fn a_short_rush_passes_its_guarantee_check() {
@@ -29,13 +44,7 @@ fn a_short_rush_passes_its_guarantee_check() {
         .env_remove("FLASHSALE_CONFIG")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (report, stdout) = finished_report(&output, &json);
     assert_eq!(report["load"]["accepted"], 50, "{report:#}");
     assert_eq!(report["settled"], true, "{report:#}");
     assert_eq!(report["orders_persisted"], 50, "{report:#}");
@@ -75,13 +84,7 @@ async fn a_rush_on_redis_reports_the_redis_cpu_per_buy() {
     let left = redis.keys(&format!("{}*", redis.config.key_prefix)).await;
     redis.cleanup().await;
     assert!(left.is_empty(), "keys left behind: {left:?}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (report, stdout) = finished_report(&output, &json);
     assert_eq!(report["load"]["accepted"], 100, "{report:#}");
     let cpu = report["redis_cpu_us_per_accepted"].as_f64();
     assert!(cpu.is_some_and(|us| us > 0.0), "{report:#}");
