@@ -1,8 +1,9 @@
 //! One behavioural suite for every order queue backend: the embedded journal (on each database
 //! engine) and NATS JetStream (real server, a stream of the test's own). Publish → deliver →
 //! ack; what was delivered and not acknowledged comes again after a reopen, what was
-//! acknowledged does not; one order id published several times is one entry of the queue; a stale
-//! request is refused and never delivered; queued requests are found until acknowledged.
+//! acknowledged does not, even when the reopen follows the ack at once; one order id published
+//! several times is one entry of the queue; a stale request is refused and never delivered;
+//! queued requests are found until acknowledged.
 //!
 //! "Nothing else is delivered" is checked without sleeping: a sentinel request is published
 //! last, and everything delivered before it is what the queue had.
@@ -212,9 +213,36 @@ async fn stale_requests_are_refused(backend: &Backend) {
     queue.ack(&[sentinel.order_id]).await.unwrap();
 }
 
+/// An acknowledgement holds once `ack` returns: the queue reopened at once (a restart right
+/// after a commit) never delivers the request again. Repeated, because a lost ack is a race.
+async fn an_ack_holds_across_an_immediate_reopen(backend: &Backend) {
+    for n in 0..REOPENS {
+        let queue = backend.open().await;
+        let r = request(7, 40 + n);
+        queue.publish(r.clone()).await.unwrap();
+        let delivered = deliver_until(&*queue, &r.order_id).await;
+        assert_eq!(ids(&delivered), vec![r.order_id.as_str()], "reopen {n}");
+        queue.ack(std::slice::from_ref(&r.order_id)).await.unwrap();
+    }
+    let queue = backend.open().await;
+    let sentinel = request(9, 40 + REOPENS);
+    queue.publish(sentinel.clone()).await.unwrap();
+    let delivered = deliver_until(&*queue, &sentinel.order_id).await;
+    assert_eq!(ids(&delivered), vec![sentinel.order_id.as_str()]);
+    queue
+        .ack(std::slice::from_ref(&sentinel.order_id))
+        .await
+        .unwrap();
+    wait_found(&*queue, &sentinel, false).await;
+}
+
+/// Reopens in [`an_ack_holds_across_an_immediate_reopen`].
+const REOPENS: u128 = 20;
+
 /// The suite on one backend.
 async fn conformance(backend: Backend) {
     publish_deliver_ack(&backend).await;
+    an_ack_holds_across_an_immediate_reopen(&backend).await;
     unacked_requests_are_redelivered_after_reopen(&backend).await;
     one_order_id_published_thrice_is_one_entry(&backend).await;
     stale_requests_are_refused(&backend).await;

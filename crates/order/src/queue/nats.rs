@@ -16,12 +16,13 @@
 //!
 //! **Consumption.** One durable pull consumer (`durable`, explicit acks) fetches in batches; the
 //! order consumer ([`crate::consumer`]) writes a batch, commits, then [`OrderQueue::ack`]s it,
-//! which acknowledges each message by the handle it came with. Anything not acknowledged is
-//! delivered again: after `ack_wait`, or at once when the queue is reopened (a restart recreates
-//! the durable consumer, which starts again at the stream's first message — the oldest request
-//! not acknowledged). The order table's keys absorb every redelivery. Because of that restart
-//! rule, **one order process consumes a stream** (a second one would reset the first's
-//! consumer).
+//! which acknowledges each message by the handle it came with and returns once the server has
+//! confirmed the last one (and so all before it: no ack is lost in a buffer at a restart).
+//! Anything not acknowledged is delivered again: after `ack_wait`, or at once when the queue is
+//! reopened (a restart recreates the durable consumer, which starts again at the stream's first
+//! message — the oldest request not acknowledged). The order table's keys absorb every
+//! redelivery. Because of that restart rule, **one order process consumes a stream** (a second
+//! one would reset the first's consumer).
 //!
 //! **Staleness.** As on the journal, a request accepted more than `max_accept_age_ms` ago is
 //! refused before it is published ([`QueueError::Stale`]), and a publish not acknowledged within
@@ -57,6 +58,9 @@ use crate::{config::NatsQueueConfig, model::OrderRequest};
 
 /// Slack for clocks and scheduling in the consumer's staleness check, in milliseconds.
 pub const STALE_MARGIN_MS: i64 = 1_000;
+
+/// The JetStream acknowledgement payload.
+const ACK: &[u8] = b"+ACK";
 
 fn nats_error(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
     QueueError::Nats(Box::new(e))
@@ -127,6 +131,23 @@ impl NatsStream {
 
     fn subject_of(&self, user_id: i64, order_id: &str) -> String {
         format!("{}.{user_id}.{order_id}", self.subject)
+    }
+
+    /// Acknowledges a delivered message and waits for the server to confirm it (a request to
+    /// the message's reply subject, which the server answers once it has taken the ack). A
+    /// plain ack is a fire-and-forget publish: it can still sit in the client's buffer when
+    /// the process stops or the consumer is recreated, and the message then comes again.
+    async fn confirm_ack(&self, message: jetstream::Message) -> Result<(), QueueError> {
+        let reply = message
+            .reply
+            .clone()
+            .ok_or_else(|| QueueError::Nats("a delivered message has no reply subject".into()))?;
+        let client = self.js.client();
+        match tokio::time::timeout(self.publish_timeout, client.request(reply, ACK.into())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(nats_error(e)),
+            Err(_) => Err(timed_out("order request acknowledgement")),
+        }
     }
 
     /// The order id in a message subject (its last token).
@@ -512,7 +533,7 @@ impl OrderQueue for NatsQueue {
     }
 
     async fn ack(&self, order_ids: &[String]) -> Result<(), QueueError> {
-        let messages: Vec<jetstream::Message> = {
+        let mut messages: Vec<jetstream::Message> = {
             let mut unacked = self.unacked.lock();
             order_ids
                 .iter()
@@ -520,17 +541,18 @@ impl OrderQueue for NatsQueue {
                 .flatten()
                 .collect()
         };
-        let mut failed = None;
-        for message in messages {
-            if let Err(e) = message.ack().await {
-                failed = Some(e);
-            }
+        // Plain acks for all but the last message, then the last one confirmed: the server
+        // takes a connection's messages in order and a consumer's acks one after the other, so
+        // its answer to the last means it has taken every ack of the batch. One round trip a
+        // batch instead of one a message. Not fatal for the caller either way: the server
+        // redelivers what it did not take, and the inserts skip it.
+        let Some(last) = messages.pop() else {
+            return Ok(());
+        };
+        for message in &messages {
+            message.ack().await.map_err(QueueError::Nats)?;
         }
-        match failed {
-            // Not fatal for the caller either: the server redelivers, the inserts skip.
-            Some(e) => Err(QueueError::Nats(e)),
-            None => Ok(()),
-        }
+        self.stream.confirm_ack(last).await
     }
 
     async fn find(&self, user_id: i64, order_id: &str) -> Result<Option<OrderRequest>, QueueError> {
