@@ -1527,6 +1527,9 @@ async fn unknown_routes_and_wrong_methods_are_json_errors() {
 async fn a_retry_after_the_sale_ended_still_names_the_accepted_order() {
     let app = TestApp::spawn().await;
     let admin = app.admin().await;
+    // Both shoppers first, so only the sale's creation and one buy must fit before its end.
+    let token = app.customer("late@example.com", &ip(41)).await;
+    let prober = app.customer("prober@example.com", &ip(42)).await;
     let now = Utc::now();
     let sale = body(
         create_sale(
@@ -1536,7 +1539,7 @@ async fn a_retry_after_the_sale_ended_still_names_the_accepted_order() {
                 100,
                 10,
                 now - chrono::Duration::minutes(1),
-                now + chrono::Duration::seconds(2),
+                now + chrono::Duration::seconds(4),
             ),
         )
         .await,
@@ -1544,13 +1547,11 @@ async fn a_retry_after_the_sale_ended_still_names_the_accepted_order() {
     .await["id"]
         .as_i64()
         .unwrap();
-    let token = app.customer("late@example.com", &ip(41)).await;
     let r = app.buy(sale, &token, &ip(41), "before-the-end").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let order = body(r).await["order_id"].as_str().unwrap().to_owned();
 
     // Wait (bounded) until the sale is over for a new buy (probed by another shopper).
-    let prober = app.customer("prober@example.com", &ip(42)).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let r = app

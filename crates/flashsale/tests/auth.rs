@@ -421,6 +421,7 @@ async fn login_is_throttled_per_address_across_accounts(app: &TestApp) {
     let stuffer = ip(80);
     let mut passed = 0;
     let mut limited = 0;
+    let started = std::time::Instant::now();
     for n in 0..25 {
         let r = login(app, &format!("list{n}@example.com"), PASSWORD, &stuffer).await;
         match r.status() {
@@ -429,7 +430,13 @@ async fn login_is_throttled_per_address_across_accounts(app: &TestApp) {
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!((passed, limited), (20, 5));
+    // The burst of 20, plus one more for every 3 s the attempts took (none on a quick run).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let refilled = (started.elapsed().as_secs_f64() / 3.0).floor() as usize;
+    assert!(
+        (20..=20 + refilled).contains(&passed) && passed + limited == 25,
+        "{passed} passed, {limited} limited, {refilled} refilled"
+    );
     // Another address is served.
     app.customer("honest@example.com", &ip(81)).await;
 }

@@ -196,8 +196,10 @@ async fn a_downstream_slower_than_the_budget_gets_504_in_time_and_sees_the_cance
     assert_eq!(response.status(), 504);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "timeout", "{body}");
+    // At the deadline, not when the downstream finishes (5 s): the slack is for a loaded
+    // machine's scheduling, far below the downstream's sleep.
     assert!(
-        took <= budget + Duration::from_millis(50),
+        took >= budget && took <= budget + Duration::from_millis(500),
         "504 after {took:?} with a {budget:?} budget"
     );
 

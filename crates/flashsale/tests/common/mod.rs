@@ -64,6 +64,10 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         parallelism: 1,
     };
     config.gateway.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    // A budget for a loaded 2-core debug build: at the production 500 ms a burst of concurrent
+    // buys queueing there comes back 504. It stays below `order.max_accept_age_ms` (10 s), as
+    // `Config::check` requires. Tests about budgets and timeouts set their own.
+    config.gateway.budget_ms = 5_000;
     config
 }
 
