@@ -1,5 +1,11 @@
-//! The buy workload: users taken round-robin, each buying one unit per attempt with a fresh
-//! idempotency key until it has a final answer (its limit reached, or a 409).
+//! The buy workload: users taken round-robin, each buying one unit per attempt until it has a
+//! final answer (its limit reached, or a 409).
+//!
+//! A user's idempotency key names the unit it is buying (`{run}-{user}-{units bought}`), so it
+//! changes only after a `202`. An attempt answered `429`, `503` or `504`, or never answered, is
+//! retried with the same key, as the API tells clients to: a buy that went through before its
+//! `504` then answers with its order, and is counted once, instead of the user buying again
+//! under a new key.
 
 use std::sync::{
     atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
@@ -36,7 +42,6 @@ pub struct Buyers {
     limit: u32,
     cursor: AtomicUsize,
     active: AtomicUsize,
-    seq: AtomicU64,
     accepted: AtomicU64,
     /// Order ids answered 202.
     order_ids: Mutex<Vec<String>>,
@@ -55,7 +60,6 @@ impl Buyers {
             limit: limit.max(1),
             cursor: AtomicUsize::new(0),
             active: AtomicUsize::new(n),
-            seq: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             order_ids: Mutex::new(Vec::new()),
         }
@@ -129,8 +133,9 @@ impl Workload for Buyers {
 
     fn next(&self) -> Option<(Request<Full<Bytes>>, usize)> {
         let i = self.pick()?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let request = HeaderValue::from_str(&format!("{}-{seq}", self.run))
+        // The user is busy (picked), so its units cannot change under us.
+        let units = self.state[i].load(Ordering::Acquire) & UNITS;
+        let request = HeaderValue::from_str(&format!("{}-{i}-{units}", self.run))
             .ok()
             .and_then(|key| {
                 let mut headers: Vec<(HeaderName, HeaderValue)> = self.users[i].headers.to_vec();
@@ -227,7 +232,34 @@ mod tests {
         assert_eq!(i, 0);
         assert_eq!(req.uri(), "/api/v1/sales/1/orders");
         assert_eq!(req.headers()["x-forwarded-for"], "10.0.0.1");
-        assert_eq!(req.headers()["idempotency-key"], "t-0");
+        assert_eq!(req.headers()["idempotency-key"], "t-0-0");
         assert!(req.headers().contains_key("authorization"));
+    }
+
+    #[test]
+    fn a_key_is_kept_until_its_unit_is_bought() {
+        let b = buyers(2, 3);
+        let key = |b: &Buyers| {
+            let (req, i) = b.next().unwrap();
+            (
+                i,
+                req.headers()["idempotency-key"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        };
+        assert_eq!(key(&b), (0, "t-0-0".to_owned()));
+        assert_eq!(key(&b), (1, "t-1-0".to_owned()));
+        // A 504 and a lost request: the same unit, the same key.
+        b.account(0, StatusCode::GATEWAY_TIMEOUT, None);
+        b.abandoned(1);
+        assert_eq!(key(&b), (0, "t-0-0".to_owned()));
+        assert_eq!(key(&b), (1, "t-1-0".to_owned()));
+        // A 202: the next unit has a key of its own; a 429 keeps it.
+        b.account(0, StatusCode::ACCEPTED, Some("a".into()));
+        b.account(1, StatusCode::TOO_MANY_REQUESTS, None);
+        assert_eq!(key(&b), (0, "t-0-1".to_owned()));
+        assert_eq!(key(&b), (1, "t-1-0".to_owned()));
     }
 }
