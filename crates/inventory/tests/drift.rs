@@ -26,8 +26,10 @@ use flashsale_inventory::{
 use flashsale_redis::testing::TestRedis;
 use flashsale_storage::{now_ms, SqlitePool};
 
-/// Short, so tests never wait out the default 30 s; longer than any buyer's queueing delay here.
-const GRACE: Duration = Duration::from_secs(2);
+/// Shorter than the default 30 s and than the age of the orphans here (60 s), which it must
+/// void; long enough that a young hold stays in flight through several reconciles, and longer
+/// than any buyer's queueing delay here, on a loaded machine.
+const GRACE: Duration = Duration::from_secs(20);
 
 /// A backend with a way to make its counters drift from its holds.
 enum Backend {

@@ -968,20 +968,25 @@ async fn redis_an_abandoned_build_is_taken_over() {
                 .arg(&["remaining", "1", "gen", "78"]),
         )
         .await;
+        // The clock starts before the lease is written, so the lease lapses no earlier than
+        // `lease` after `started` however slow the round trip is (100 ms allowed for rounding
+        // between the two clocks).
+        let lease = Duration::from_millis(1_000);
+        let started = Instant::now();
         let () = raw(
             &test,
             ::redis::cmd("SET")
                 .arg(test.redis.key("stock:sale:2:loading"))
                 .arg("78")
                 .arg("PX")
-                .arg(300),
+                .arg(u64::try_from(lease.as_millis()).unwrap()),
         )
         .await;
-        let started = Instant::now();
         assert!(store.load(&sale(2, 10, 2), &[]).await.unwrap());
+        let waited = started.elapsed();
         assert!(
-            started.elapsed() >= Duration::from_millis(200),
-            "did not wait for the lease"
+            waited >= lease - Duration::from_millis(100),
+            "did not wait for the lease: loaded {waited:?} after writing it"
         );
         assert_eq!(store.remaining(2).await.unwrap(), Some(10));
         assert_eq!(

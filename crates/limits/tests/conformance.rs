@@ -96,9 +96,13 @@ async fn a_rule_that_is_off_limits_nothing(limiter: Limiter) {
 }
 
 async fn the_budget_refills_at_the_rate(limiter: Limiter) {
-    // 5 per second: one more every 200 ms after the burst (wide enough that the two checks
-    // after the wait cannot straddle another refill on a loaded machine).
-    let rate = Rate::per_second(5);
+    // 5 per 10 s: one more every 2 s after the burst. Wide enough that the 10 checks of the
+    // burst, and the two checks after the wait, cannot straddle another refill on a loaded
+    // machine (at 5/s, 10 round trips slower than 20 ms each let a sixth through).
+    let rate = Rate {
+        limit: 5,
+        period_ms: 10_000,
+    };
     let check = [Check {
         key: "refill",
         rate,
@@ -112,7 +116,8 @@ async fn the_budget_refills_at_the_rate(limiter: Limiter) {
     let Decision::Refused { retry_after } = limiter.check(&check).await.unwrap() else {
         panic!("burst exceeded");
     };
-    tokio::time::sleep(retry_after + Duration::from_millis(2)).await;
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(2));
+    tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
     assert!(allowed(limiter.check(&check).await.unwrap()));
     assert!(!allowed(limiter.check(&check).await.unwrap()));
 }

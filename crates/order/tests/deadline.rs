@@ -146,15 +146,17 @@ async fn a_cancel_gives_the_release_its_remaining_budget_minus_a_reserve_or_send
         let queue = JournalQueue::open(t.db.clone(), 64, 60_000).await.unwrap();
         let service = OrderService::new(queue, store.clone(), Arc::new(releaser));
 
-        // 300 ms left: the release gets the rest minus the reserve.
-        let reply = service.cancel(cancel_with(&roomy, "300m")).await.unwrap();
+        // 1.9 s left (under the release's own 2 s cap, so the cap does not decide): the
+        // release gets the rest minus the 20 ms reserve. At least 1 s of it is left however
+        // long finding and moving the order takes on a loaded machine (up to 880 ms).
+        let reply = service.cancel(cancel_with(&roomy, "1900m")).await.unwrap();
         assert_eq!(reply.into_inner().outcome(), TransitionOutcome::Done);
         let releases = inventory.releases.lock().unwrap().clone();
         assert_eq!(releases.len(), 1);
         assert_eq!(releases[0].0, roomy.order_id);
         let budget = releases[0].1.expect("the release carried a deadline");
         assert!(
-            budget <= Duration::from_millis(280) && budget >= Duration::from_millis(150),
+            budget <= Duration::from_millis(1_880) && budget >= Duration::from_secs(1),
             "release budget {budget:?}"
         );
 
