@@ -60,10 +60,10 @@ impl Server {
             // If the environment puts limits or sessions in Redis, this server's keys are its
             // own: a later run must not find the limits this one spent. They live under the
             // environment's prefix, when it names one, so whoever set it can delete them.
-            .env(
-                "FLASHSALE_REDIS__KEY_PREFIX",
-                run_key_prefix(std::env::var(PREFIX_VAR).ok()),
-            )
+            // The same prefix as `key_prefix`, not a second call: the part is the clock's
+            // milliseconds, and two calls on either side of a tick named two prefixes (the
+            // keys under the server's were then never deleted).
+            .env("FLASHSALE_REDIS__KEY_PREFIX", &key_prefix)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
