@@ -16,6 +16,10 @@ use crate::error::BenchError;
 /// Keys asked for per SCAN step and deleted per UNLINK.
 const SCAN_COUNT: usize = 1000;
 
+fn redis_error(e: redis::RedisError) -> BenchError {
+    BenchError::Redis(e.to_string())
+}
+
 /// A connection to the Redis the system under test uses.
 pub struct SharedRedis {
     conn: MultiplexedConnection,
@@ -24,11 +28,11 @@ pub struct SharedRedis {
 impl SharedRedis {
     /// Connects to `url` (`redis://host:port`).
     pub async fn connect(url: &str) -> Result<Self, BenchError> {
-        let client = redis::Client::open(url).map_err(|e| BenchError::Redis(e.to_string()))?;
+        let client = redis::Client::open(url).map_err(redis_error)?;
         let conn = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| BenchError::Redis(e.to_string()))?;
+            .map_err(redis_error)?;
         Ok(Self { conn })
     }
 
@@ -38,7 +42,7 @@ impl SharedRedis {
             .arg("cpu")
             .query_async(&mut self.conn)
             .await
-            .map_err(|e| BenchError::Redis(e.to_string()))?;
+            .map_err(redis_error)?;
         parse_cpu_secs(&info).ok_or_else(|| {
             BenchError::Redis("INFO cpu has no used_cpu_sys / used_cpu_user".to_owned())
         })
@@ -58,13 +62,13 @@ impl SharedRedis {
                 .arg(SCAN_COUNT)
                 .query_async(&mut self.conn)
                 .await
-                .map_err(|e| BenchError::Redis(e.to_string()))?;
+                .map_err(redis_error)?;
             if !keys.is_empty() {
                 let _: () = redis::cmd("UNLINK")
                     .arg(&keys)
                     .query_async(&mut self.conn)
                     .await
-                    .map_err(|e| BenchError::Redis(e.to_string()))?;
+                    .map_err(redis_error)?;
                 deleted += keys.len();
             }
             if next == 0 {

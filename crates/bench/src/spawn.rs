@@ -63,7 +63,7 @@ impl Server {
             // The same prefix as `key_prefix`, not a second call: the part is the clock's
             // milliseconds, and two calls on either side of a tick named two prefixes (the
             // keys under the server's were then never deleted).
-            .env("FLASHSALE_REDIS__KEY_PREFIX", &key_prefix)
+            .env(PREFIX_VAR, &key_prefix)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
