@@ -10,7 +10,10 @@
 //!   sessions in process memory or in Redis (shared by every auth instance), chosen by
 //!   [`config::SessionBackend`].
 //! * [`service`] is the gRPC server over those parts.
+//! * [`assemble`] builds the service from its configuration section and the process's
+//!   database and Redis.
 
+pub mod assemble;
 pub mod config;
 pub mod password;
 pub mod service;

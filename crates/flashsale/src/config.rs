@@ -120,6 +120,16 @@ impl Default for DiscoveryConfig {
     }
 }
 
+impl DiscoveryConfig {
+    /// Checks this section's own rules.
+    pub fn check(&self) -> Result<(), String> {
+        if self.source == DiscoverySource::Registry && self.registries.is_empty() {
+            return Err("discovery.source = registry needs discovery.registries".into());
+        }
+        Ok(())
+    }
+}
+
 /// `flashsale dev` only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -256,8 +266,12 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks rules that span several sections.
+    /// Checks every section's own rules, then the rules that span several sections (those
+    /// stay here; a section's own rules live beside it).
     pub fn check(&self) -> Result<(), String> {
+        self.gateway.check()?;
+        self.order.check()?;
+        self.discovery.check()?;
         // A request that passed the queue's age check may still wait for a database lock before
         // it commits; the grace period must outlast both, with room to spare. BUSY_TIMEOUT bounds
         // that wait on every engine (SQLite busy timeout, PostgreSQL lock/statement timeout,
@@ -277,43 +291,6 @@ impl Config {
                 self.inventory.reservation_grace_ms, self.order.max_accept_age_ms
             ));
         }
-        if self.gateway.revocation_max_staleness_ms <= self.gateway.revocation_poll_ms {
-            return Err(format!(
-                "gateway.revocation_max_staleness_ms ({}) must exceed gateway.revocation_poll_ms ({})",
-                self.gateway.revocation_max_staleness_ms, self.gateway.revocation_poll_ms
-            ));
-        }
-        // Each journal row binds 7 values and each order row 11; SQLite allows 32766 per statement.
-        if self.order.journal_batch_max == 0
-            || self.order.journal_batch_max > 4000
-            || self.order.batch_max == 0
-            || self.order.batch_max > 2500
-        {
-            return Err(
-                "order.journal_batch_max must be 1..=4000 and order.batch_max 1..=2500".into(),
-            );
-        }
-        if self.discovery.source == DiscoverySource::Registry
-            && self.discovery.registries.is_empty()
-        {
-            return Err("discovery.source = registry needs discovery.registries".into());
-        }
-        // The NATS queue's publish timeout plays the part of the lock wait above (see
-        // `flashsale_order::queue::nats`): with its margin it must fit in the same allowance.
-        let stale_margin_ms =
-            u64::try_from(flashsale_order::queue::nats::STALE_MARGIN_MS).unwrap_or(0);
-        if self
-            .order
-            .nats
-            .publish_timeout_ms
-            .saturating_add(stale_margin_ms)
-            > lock_wait_ms
-        {
-            return Err(format!(
-                "order.nats.publish_timeout_ms ({}) + {stale_margin_ms} must not exceed the database lock wait ({lock_wait_ms})",
-                self.order.nats.publish_timeout_ms
-            ));
-        }
         if self.order.max_accept_age_ms <= self.gateway.budget_ms {
             return Err(format!(
                 "order.max_accept_age_ms ({}) must exceed gateway.budget_ms ({})",
@@ -321,6 +298,13 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether several instances of each service can share state: stock and sessions in Redis
+    /// (`dev --instances` above 1 needs it).
+    pub fn shares_state_between_instances(&self) -> bool {
+        self.inventory.stock == flashsale_inventory::config::StockBackend::Redis
+            && self.auth.sessions == flashsale_auth::config::SessionBackend::Redis
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.

@@ -6,16 +6,7 @@ pub use crate::batch::BatchConfig;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// Where the rate limits are kept.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LimitsBackend {
-    /// In this gateway process only.
-    #[default]
-    Memory,
-    /// In Redis, shared by every gateway (the top-level `redis` section says where).
-    Redis,
-}
+pub use flashsale_limits::LimitsBackend;
 
 /// Anti-brush limits per route (article defaults). A rule with `limit = 0` is off.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,5 +121,35 @@ impl Default for GatewayConfig {
             pushed_sold_out_ms: 5_000,
             insecure_skip_auth: false,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks the rules that concern this section alone (the binary checks those that span
+    /// sections, such as the order queue's age limit against `budget_ms`).
+    pub fn check(&self) -> Result<(), String> {
+        if self.revocation_max_staleness_ms <= self.revocation_poll_ms {
+            return Err(format!(
+                "gateway.revocation_max_staleness_ms ({}) must exceed gateway.revocation_poll_ms ({})",
+                self.revocation_max_staleness_ms, self.revocation_poll_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staleness_bound_within_one_poll_is_refused() {
+        assert!(GatewayConfig::default().check().is_ok());
+        let config = GatewayConfig {
+            revocation_max_staleness_ms: 250,
+            revocation_poll_ms: 250,
+            ..GatewayConfig::default()
+        };
+        assert!(config.check().is_err());
     }
 }

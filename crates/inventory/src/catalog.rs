@@ -1,13 +1,19 @@
-//! Sales in the SQL database, and the reservations the database implies.
+//! Sales in the SQL database, and the reservations the order side records.
 //!
 //! The database is the truth: a sale's remaining stock is its initial stock minus the units held
-//! by its live orders and by accepted order requests still in the queue journal. On start the
-//! service rebuilds its stock counters from [`Catalog::load_reservations`], so a crash or restart
-//! can neither lose a sold unit nor resurrect one.
+//! by its live orders and by accepted order requests still queued. On start the service rebuilds
+//! its stock counters from [`Catalog::load_reservations`], so a crash or restart can neither lose
+//! a sold unit nor resurrect one.
+//!
+//! The `sales` table is the inventory's own; the orders are not. [`SqlCatalog`] answers the
+//! questions about orders through the [`HeldStock`] port, which the order service implements
+//! for its queue engine (journal or NATS) — the inventory reads none of its tables.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use flashsale_storage::{with_pool, Database};
-use sqlx::QueryBuilder;
+pub use flashsale_kernel::held_stock::{HeldStock, HeldStockError, StoredReservation};
+use flashsale_storage::Database;
 
 use crate::sale::{NewSale, Sale};
 
@@ -17,25 +23,9 @@ pub enum CatalogError {
     /// The database failed.
     #[error("catalog storage failed: {0}")]
     Storage(#[from] sqlx::Error),
-    /// The order queue holding requests not yet in the database could not be read (a catalog
-    /// that also looks at a queue outside the database, such as NATS JetStream).
-    #[error("order queue lookup failed: {0}")]
-    Queue(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// A unit of stock held for an order, as recorded in the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReservation {
-    /// Order id.
-    pub order_id: String,
-    /// Sale.
-    pub sale_id: i64,
-    /// Buyer.
-    pub user_id: i64,
-    /// Units held.
-    pub quantity: i64,
-    /// True when the order ended unpaid (cancelled/expired) and its stock is back.
-    pub released: bool,
+    /// The order side could not say which orders hold stock.
+    #[error(transparent)]
+    Orders(#[from] HeldStockError),
 }
 
 /// Sales storage.
@@ -45,22 +35,26 @@ pub trait Catalog: Send + Sync + 'static {
     async fn create(&self, sale: &NewSale) -> Result<Sale, CatalogError>;
     /// All sales.
     async fn list(&self) -> Result<Vec<Sale>, CatalogError>;
-    /// Every reservation the orders and the queue journal hold.
+    /// Every reservation the accepted orders hold (written or still queued).
     async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError>;
-    /// Which of these order ids the database knows (as an order or a queued request).
+    /// Which of these order ids the order side knows (as an order or a queued request).
     async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError>;
 }
 
-/// Sales in the SQL database (any engine).
+/// Sales in the SQL database (any engine); orders through the order side's [`HeldStock`].
 #[derive(Debug, Clone)]
 pub struct SqlCatalog {
     db: Database,
+    orders: Arc<dyn HeldStock>,
 }
 
 impl SqlCatalog {
-    /// A catalog over an open, migrated database.
-    pub fn new(db: impl Into<Database>) -> Self {
-        Self { db: db.into() }
+    /// A catalog over an open, migrated database, asking `orders` about held stock.
+    pub fn new(db: impl Into<Database>, orders: Arc<dyn HeldStock>) -> Self {
+        Self {
+            db: db.into(),
+            orders,
+        }
     }
 }
 
@@ -118,51 +112,10 @@ impl Catalog for SqlCatalog {
     }
 
     async fn load_reservations(&self) -> Result<Vec<StoredReservation>, CatalogError> {
-        // One statement, so one consistent snapshot even while the order consumer moves
-        // requests from the journal into `orders`.
-        let rows: Vec<(String, i64, i64, i64, bool)> = self
-            .db
-            .fetch_all(
-                "SELECT id, sale_id, user_id, quantity, status IN ('cancelled', 'expired') FROM orders
-                 UNION ALL
-                 SELECT q.order_id, q.sale_id, q.user_id, q.quantity, FALSE FROM order_queue q
-                 WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = q.order_id)",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(order_id, sale_id, user_id, quantity, released)| StoredReservation {
-                    order_id,
-                    sale_id,
-                    user_id,
-                    quantity,
-                    released,
-                },
-            )
-            .collect())
+        Ok(self.orders.reservations().await?)
     }
 
     async fn known_orders(&self, order_ids: &[String]) -> Result<Vec<String>, CatalogError> {
-        let mut known = Vec::new();
-        for chunk in order_ids.chunks(500) {
-            let rows: Vec<(String,)> = with_pool!(&self.db, pool, DB => {
-                let mut qb = QueryBuilder::<DB>::new("SELECT id FROM orders WHERE id IN (");
-                let mut ids = qb.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id);
-                }
-                qb.push(") UNION SELECT order_id FROM order_queue WHERE order_id IN (");
-                let mut ids = qb.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id);
-                }
-                qb.push(")");
-                qb.build_query_as().fetch_all(pool).await
-            })?;
-            known.extend(rows.into_iter().map(|(id,)| id));
-        }
-        Ok(known)
+        Ok(self.orders.known(order_ids).await?)
     }
 }

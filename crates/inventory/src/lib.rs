@@ -18,7 +18,9 @@
 //! * [`recovery`]: rebuilds a sale whose stock the shared backend lost, and learns sales created
 //!   by other instances.
 //! * [`service`]: the gRPC server.
+//! * [`assemble`]: the service built from its configuration section, with its workers.
 
+pub mod assemble;
 pub mod catalog;
 pub mod config;
 pub mod drift;

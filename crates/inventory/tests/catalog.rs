@@ -4,6 +4,7 @@
 //! `known_orders` finds ids in either table across its chunking.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use flashsale_order::held::JournalHeld;
 use std::collections::HashSet;
 
 use flashsale_inventory::{
@@ -30,7 +31,7 @@ fn new_sale(name: &str, stock: i64) -> NewSale {
 }
 
 async fn sales_round_trip_in_id_order(t: TestDatabase) {
-    let catalog = SqlCatalog::new(t.db.clone());
+    let catalog = SqlCatalog::new(t.db.clone(), JournalHeld::shared(t.db.clone()));
     assert!(catalog.list().await.unwrap().is_empty());
     let first = catalog.create(&new_sale("  first  ", 10)).await.unwrap();
     let second = catalog.create(&new_sale("second", 20)).await.unwrap();
@@ -82,7 +83,7 @@ fn held(order_id: &str, user_id: i64, quantity: i64, released: bool) -> StoredRe
 }
 
 async fn reservations_are_the_orders_and_the_queued_requests(t: TestDatabase) {
-    let catalog = SqlCatalog::new(t.db.clone());
+    let catalog = SqlCatalog::new(t.db.clone(), JournalHeld::shared(t.db.clone()));
     for (id, user, qty, status) in [
         ("created", 1, 1, "created"),
         ("paid", 2, 2, "paid"),
@@ -111,7 +112,7 @@ async fn reservations_are_the_orders_and_the_queued_requests(t: TestDatabase) {
 }
 
 async fn known_orders_are_found_in_either_table(t: TestDatabase) {
-    let catalog = SqlCatalog::new(t.db.clone());
+    let catalog = SqlCatalog::new(t.db.clone(), JournalHeld::shared(t.db.clone()));
     // More ids than one statement's chunk (500), known ones spread over all chunks.
     let ids: Vec<String> = (0..1_200).map(|n| format!("order-{n:04}")).collect();
     let mut expected = HashSet::new();

@@ -7,6 +7,7 @@
 
 mod common;
 
+use flashsale_order::held::JournalHeld;
 use std::{
     collections::HashMap,
     sync::{
@@ -223,7 +224,7 @@ async fn run(
 
 async fn drift_is_reported_then_repaired_exactly(backend: Arc<Backend>) {
     let (_dir, pool) = database().await;
-    let catalog = SqlCatalog::new(pool.clone());
+    let catalog = SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone()));
     let stock = backend.store();
     let sale = open_sale(&catalog, 20, 5).await;
     assert!(stock.load(&sale, &[]).await.unwrap());
@@ -336,7 +337,7 @@ async fn drift_is_reported_then_repaired_exactly(backend: Arc<Backend>) {
 
 async fn a_clean_sale_reports_no_change(backend: Arc<Backend>) {
     let (_dir, pool) = database().await;
-    let catalog = SqlCatalog::new(pool.clone());
+    let catalog = SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone()));
     let stock = backend.store();
     let busy = open_sale(&catalog, 10, 2).await;
     let empty = open_sale(&catalog, 5, 1).await;
@@ -391,7 +392,7 @@ async fn a_clean_sale_reports_no_change(backend: Arc<Backend>) {
 /// 100 are sold, nobody above 2, `remaining` never below zero, and the end state is clean.
 async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool.clone()));
+    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone())));
     let stock = backend.store();
     let sale = open_sale(&catalog, 100, 2).await;
     assert!(stock.load(&sale, &[]).await.unwrap());
@@ -509,7 +510,7 @@ async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
 async fn redis_sale_built_without_its_holds_set_is_refused() {
     with_redis(|test| async move {
         let (_dir, pool) = database().await;
-        let catalog = SqlCatalog::new(pool);
+        let catalog = SqlCatalog::new(pool.clone(), JournalHeld::shared(pool));
         let stock = RedisStock::new(test.redis.clone());
         let sale = open_sale(&catalog, 10, 2).await;
         stock.load(&sale, &[]).await.unwrap();

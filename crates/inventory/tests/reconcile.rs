@@ -5,6 +5,7 @@
 
 mod common;
 
+use flashsale_order::held::JournalHeld;
 use std::time::Duration;
 
 use common::database;
@@ -43,7 +44,7 @@ async fn orphans_are_voided_and_queued_orders_confirmed_on(
     rebuilt: &dyn StockStore,
 ) {
     let (_dir, pool) = database().await;
-    let catalog = SqlCatalog::new(pool.clone());
+    let catalog = SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone()));
     let now = now_ms();
     let sale = catalog
         .create(&NewSale {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use flashsale_order::held::JournalHeld;
 use std::{sync::Arc, time::Duration};
 
 use common::database;
@@ -42,7 +43,7 @@ async fn unknown_sale_ids_never_reach_redis() {
         return;
     };
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool));
+    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool)));
     let known = catalog.create(&open_sale(10)).await.unwrap();
     let stock: Arc<dyn StockStore> = Arc::new(RedisStock::new(test.redis.clone()));
     let service = InventoryService::open(catalog, stock).await.unwrap();
@@ -132,7 +133,7 @@ async fn unknown_sale_ids_never_reach_redis() {
 /// then rebuilt counting the orders the database (here: the queue journal) holds.
 async fn a_restarted_inventory_pauses_untracked_sales(stock: Arc<dyn StockStore>) {
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool.clone()));
+    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone())));
     let sale = catalog.create(&open_sale(2)).await.unwrap();
     // An order the previous inventory process reserved, already in the journal.
     sqlx::query(
@@ -206,7 +207,7 @@ async fn reserve_many_answers_each_item_as_reserve_would(stock: Arc<dyn StockSto
         reserve_result::Result as Item, ReserveItem, ReserveManyRequest,
     };
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool));
+    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool)));
     let sale = catalog.create(&open_sale(3)).await.unwrap();
     let service = InventoryService::open(catalog, stock).await.unwrap();
     let item = |order: &str, sale_id: i64, user_id: i64, quantity: i64| ReserveItem {

@@ -246,6 +246,32 @@ impl Limiter {
     }
 }
 
+/// Where the rate limits are kept (`gateway.limits.backend`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this gateway process only.
+    #[default]
+    Memory,
+    /// In Redis, shared by every gateway (the top-level `redis` section says where).
+    Redis,
+}
+
+impl LimitsBackend {
+    /// The limiter of this kind; the Redis one connects through `redis` (shared with the
+    /// process's other Redis users) and shares script calls as `batch` says.
+    pub async fn open(
+        self,
+        redis: &flashsale_redis::SharedRedis,
+        batch: BatchConfig,
+    ) -> Result<Limiter, flashsale_redis::ConnectError> {
+        Ok(match self {
+            Self::Memory => MemoryLimiter::new().into(),
+            Self::Redis => RedisLimiter::new(redis.get().await?, batch).into(),
+        })
+    }
+}
+
 impl From<MemoryLimiter> for Limiter {
     fn from(m: MemoryLimiter) -> Self {
         Self::Memory(m)

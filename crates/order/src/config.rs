@@ -92,3 +92,56 @@ impl Default for OrderConfig {
         }
     }
 }
+
+impl OrderConfig {
+    /// Checks the rules that concern this section alone (the binary checks those that span
+    /// sections, such as the inventory's grace period against `max_accept_age_ms`).
+    pub fn check(&self) -> Result<(), String> {
+        // Each journal row binds 7 values and each order row 11; SQLite allows 32766 per statement.
+        if self.journal_batch_max == 0
+            || self.journal_batch_max > 4000
+            || self.batch_max == 0
+            || self.batch_max > 2500
+        {
+            return Err(
+                "order.journal_batch_max must be 1..=4000 and order.batch_max 1..=2500".into(),
+            );
+        }
+        // The NATS queue's publish timeout plays the part of the database lock wait (see
+        // `crate::queue::nats`): with its margin it must fit in the same allowance.
+        let lock_wait_ms =
+            u64::try_from(flashsale_storage::BUSY_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let stale_margin_ms = u64::try_from(crate::queue::nats::STALE_MARGIN_MS).unwrap_or(0);
+        if self.nats.publish_timeout_ms.saturating_add(stale_margin_ms) > lock_wait_ms {
+            return Err(format!(
+                "order.nats.publish_timeout_ms ({}) + {stale_margin_ms} must not exceed the database lock wait ({lock_wait_ms})",
+                self.nats.publish_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// Oldest accepted request the queue still commits, as the queues take it.
+    pub fn max_accept_age(&self) -> i64 {
+        i64::try_from(self.max_accept_age_ms).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_and_the_publish_timeout_are_checked() {
+        assert!(OrderConfig::default().check().is_ok());
+        let mut config = OrderConfig::default();
+        config.journal_batch_max = 10_000;
+        assert!(config.check().is_err());
+        let mut config = OrderConfig::default();
+        config.batch_max = 0;
+        assert!(config.check().is_err());
+        let mut config = OrderConfig::default();
+        config.nats.publish_timeout_ms = 9_500;
+        assert!(config.check().is_err());
+    }
+}

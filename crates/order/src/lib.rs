@@ -11,10 +11,15 @@
 //! order's `version`. Cancelled and expired orders give their stock back through the
 //! [`release::StockReleaser`] exactly once; [`expiry`] expires unpaid orders and retries releases
 //! that failed.
+//!
+//! [`assemble`] builds the service from its configuration section; [`held`] tells the
+//! inventory, for each queue engine, which accepted orders hold stock.
 
+pub mod assemble;
 pub mod config;
 pub mod consumer;
 pub mod expiry;
+pub mod held;
 pub mod model;
 pub mod queue;
 pub mod release;

@@ -53,6 +53,24 @@ pub enum QueueError {
     },
 }
 
+/// The queue engine `config.queue` names, opened: the journal in `db`, or the NATS stream.
+/// Adding an engine means one file under `queue/`, an arm here and in [`crate::held`], and a
+/// run of the queue conformance suite (`tests/queue.rs`).
+pub async fn open(
+    config: &crate::OrderConfig,
+    db: Database,
+) -> Result<Arc<dyn OrderQueue>, QueueError> {
+    let max_age_ms = config.max_accept_age();
+    Ok(match config.queue {
+        crate::config::QueueBackend::Journal => {
+            JournalQueue::open(db, config.journal_batch_max, max_age_ms).await?
+        }
+        crate::config::QueueBackend::Nats => {
+            nats::NatsQueue::open(&config.nats, config.batch_max, max_age_ms).await?
+        }
+    })
+}
+
 /// A durable queue of order requests.
 #[async_trait]
 pub trait OrderQueue: Send + Sync + 'static {

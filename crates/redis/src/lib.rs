@@ -177,6 +177,62 @@ impl Redis {
     }
 }
 
+/// The Redis connection of one process, opened on first use and shared by every part that uses
+/// Redis (stock, sessions, limits): a process whose backends are all in memory never connects.
+///
+/// Backends choose themselves from configuration and call [`SharedRedis::get`] only when they
+/// are the Redis kind, so the code that hosts a service never needs to know which backends use
+/// Redis. The first successful connection also logs what in the server's configuration is unsafe
+/// for stock and sessions ([`Redis::durability_warnings`]).
+#[derive(Debug, Clone)]
+pub struct SharedRedis {
+    config: RedisConfig,
+    cell: std::sync::Arc<tokio::sync::OnceCell<Redis>>,
+}
+
+impl SharedRedis {
+    /// A handle that connects to `config` when first asked.
+    pub fn new(config: RedisConfig) -> Self {
+        Self {
+            config,
+            cell: std::sync::Arc::default(),
+        }
+    }
+
+    /// A handle over a connection already open (tests, tools).
+    pub fn from_connected(config: RedisConfig, redis: Redis) -> Self {
+        Self {
+            config,
+            cell: std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(redis))),
+        }
+    }
+
+    /// The connection, opened now if this is the first call; a failed attempt is retried by
+    /// the next call.
+    pub async fn get(&self) -> Result<Redis, ConnectError> {
+        self.cell
+            .get_or_try_init(|| async {
+                let redis = Redis::connect(&self.config).await?;
+                for warning in redis.durability_warnings().await {
+                    tracing::error!(%warning, "Redis configuration unsafe for stock and sessions");
+                }
+                Ok(redis)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Whether a connection has been opened.
+    pub fn is_connected(&self) -> bool {
+        self.cell.initialized()
+    }
+
+    /// Where Redis is.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+}
+
 /// A pub/sub connection (its own socket: a subscribed connection can do nothing else).
 pub async fn subscriber(config: &RedisConfig) -> Result<redis::aio::PubSub, ConnectError> {
     let err = |source| ConnectError {

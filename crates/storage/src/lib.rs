@@ -16,7 +16,6 @@
 
 mod connect;
 mod database;
-pub mod periodic;
 mod query;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -46,10 +45,8 @@ pub enum Durability {
     Power,
 }
 
-/// Milliseconds since the Unix epoch, the time unit stored in every table.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// The wall clock in milliseconds since the Unix epoch (the kernel's; kept here for the
+/// callers that already hold this crate).
+pub use flashsale_kernel::now_ms;
+/// Periodic work (the kernel's).
+pub use flashsale_kernel::periodic;

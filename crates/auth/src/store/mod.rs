@@ -123,6 +123,20 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn revocations(&self, after: u64) -> Result<Revocations, StoreError>;
 }
 
+impl crate::config::SessionBackend {
+    /// The session store of this kind; the Redis one connects through `redis` (shared with the
+    /// process's other Redis users).
+    pub async fn open(
+        self,
+        redis: &flashsale_redis::SharedRedis,
+    ) -> Result<std::sync::Arc<dyn SessionStore>, flashsale_redis::ConnectError> {
+        Ok(match self {
+            Self::Memory => std::sync::Arc::new(MemorySessionStore::default()),
+            Self::Redis => std::sync::Arc::new(RedisSessionStore::new(redis.get().await?)),
+        })
+    }
+}
+
 /// A page of the revocation log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {

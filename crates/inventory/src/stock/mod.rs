@@ -20,6 +20,20 @@ mod redis;
 
 pub use self::{memory::MemoryStock, redis::RedisStock};
 
+impl crate::config::StockBackend {
+    /// The stock store of this kind; the Redis one connects through `redis` (shared with the
+    /// process's other Redis users).
+    pub async fn open(
+        self,
+        redis: &flashsale_redis::SharedRedis,
+    ) -> Result<std::sync::Arc<dyn StockStore>, flashsale_redis::ConnectError> {
+        Ok(match self {
+            Self::Memory => std::sync::Arc::new(MemoryStock::new()),
+            Self::Redis => std::sync::Arc::new(RedisStock::new(redis.get().await?)),
+        })
+    }
+}
+
 use async_trait::async_trait;
 
 use crate::{catalog::StoredReservation, sale::Sale};

@@ -1,8 +1,7 @@
 //! Background work on a timer: the services' sweepers, reconcilers and refreshers all run one
 //! step every interval until shutdown.
 //!
-//! It lives here, beside [`crate::now_ms`], because every service depends on this crate. A
-//! step that overruns its interval delays the next tick instead of firing a burst of catch-up
+//! A step that overruns its interval delays the next tick instead of firing a burst of catch-up
 //! steps, and shutdown is noticed between steps, never in the middle of one.
 
 use std::{future::Future, time::Duration};

@@ -1,13 +1,13 @@
-//! The inventory's catalog with the NATS queue (real NATS, every database engine): requests
-//! still in the stream count as reservations and as known orders, alongside the orders table,
-//! each order once even while it is in both (committed, not yet acknowledged).
+//! What the order side tells the inventory with the NATS queue (real NATS, every database
+//! engine): requests still in the stream count as reservations and as known orders, alongside
+//! the orders table, each order once even while it is in both (committed, not yet acknowledged).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashSet;
 
-use flashsale::queued_catalog::QueuedCatalog;
-use flashsale_inventory::catalog::{Catalog, SqlCatalog};
+use flashsale_kernel::held_stock::HeldStock;
 use flashsale_order::{
+    held::{JournalHeld, NatsHeld},
     model::OrderRequest,
     queue::nats::NatsStream,
     store::{OrderStore, SqlOrderStore},
@@ -44,8 +44,8 @@ async fn queued_requests_hold_stock_and_are_known(t: TestDatabase) {
     stream.publish(&in_both).await.unwrap();
     stream.publish(&queued).await.unwrap();
 
-    let catalog = QueuedCatalog::new(SqlCatalog::new(t.db.clone()), stream);
-    let reservations = catalog.load_reservations().await.unwrap();
+    let catalog = NatsHeld::new(JournalHeld::new(t.db.clone()), stream);
+    let reservations = catalog.reservations().await.unwrap();
     let ids: Vec<&str> = reservations.iter().map(|r| r.order_id.as_str()).collect();
     assert_eq!(ids.len(), 3, "each order once: {ids:?}");
     assert_eq!(
@@ -67,7 +67,7 @@ async fn queued_requests_hold_stock_and_are_known(t: TestDatabase) {
 
     let unknown = uuid::Uuid::from_u128(99).to_string();
     let known: HashSet<String> = catalog
-        .known_orders(&[
+        .known(&[
             stored.order_id.clone(),
             queued.order_id.clone(),
             in_both.order_id.clone(),
@@ -81,6 +81,6 @@ async fn queued_requests_hold_stock_and_are_known(t: TestDatabase) {
         known,
         HashSet::from([stored.order_id, queued.order_id, in_both.order_id])
     );
-    assert!(catalog.known_orders(&[]).await.unwrap().is_empty());
+    assert!(catalog.known(&[]).await.unwrap().is_empty());
     nats.cleanup().await;
 }

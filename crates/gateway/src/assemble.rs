@@ -1,0 +1,75 @@
+//! The gateway, assembled from its configuration section and the process's shared parts.
+//!
+//! The host hands over the token keys, clients of the services, the process's Redis handle and
+//! its telemetry; the rate limiter's backend (`gateway.limits.backend`) is chosen beside the
+//! limiters ([`flashsale_limits::LimitsBackend::open`]), and with `follow_stock_events` the
+//! gateway listens to the inventory's stock events on the same Redis.
+
+use flashsale_auth::token::TokenKeys;
+use flashsale_redis::SharedRedis;
+use flashsale_telemetry::span_buffer::SpanBuffer;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::{upstream::Upstreams, AppState, GatewayConfig};
+
+/// What the gateway needs from the process that hosts it.
+#[derive(Clone)]
+pub struct GatewayParts {
+    /// Verifies the bearer tokens.
+    pub keys: TokenKeys,
+    /// Clients of auth, inventory and order.
+    pub upstreams: Upstreams,
+    /// The process's Redis, connected only if limits or stock events use it.
+    pub redis: SharedRedis,
+    /// Renders this process's metrics at `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Recent spans served at `/debug/traces/{id}`, when kept.
+    pub traces: Option<SpanBuffer>,
+}
+
+impl std::fmt::Debug for GatewayParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayParts").finish_non_exhaustive()
+    }
+}
+
+/// Why the gateway could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// The section breaks one of its own rules ([`GatewayConfig::check`]).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Limits live in Redis and Redis cannot be reached.
+    #[error(transparent)]
+    Redis(#[from] flashsale_redis::ConnectError),
+}
+
+/// Builds the gateway's state (on a tokio runtime: it starts the buy path's batching tasks).
+pub async fn assemble(
+    config: &GatewayConfig,
+    parts: GatewayParts,
+) -> Result<AppState, AssembleError> {
+    config.check().map_err(AssembleError::Config)?;
+    let limiter = config
+        .limits
+        .backend
+        .open(&parts.redis, config.limits.batch)
+        .await?;
+    if config.insecure_skip_auth {
+        tracing::warn!(
+            "gateway.insecure_skip_auth is on: customer requests are NOT authenticated \
+             (benchmark mode)"
+        );
+    }
+    Ok(AppState::new(
+        config.clone(),
+        parts.keys,
+        parts.upstreams,
+        limiter,
+        config
+            .follow_stock_events
+            .then(|| parts.redis.config().clone()),
+        parts.metrics,
+        parts.traces,
+    ))
+}

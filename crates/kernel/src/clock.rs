@@ -1,0 +1,124 @@
+//! Time as a dependency.
+//!
+//! Expiry, grace periods, TTLs and rate limits all ask "what time is it?". Code that asks a
+//! [`Clock`] instead of the operating system can be tested by moving a [`ManualClock`] forward
+//! by hand — an hour passes in a microsecond, and a test never waits in real seconds nor widens
+//! its windows for a loaded machine. Production uses [`SystemClock`], which is the wall clock.
+//!
+//! Times are milliseconds since the Unix epoch (`i64`), the unit stored in every table.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+/// Milliseconds since the Unix epoch by the wall clock, the time unit stored in every table.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A source of the current time.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// A clock shared by every part of a service.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl SystemClock {
+    /// The wall clock as a [`SharedClock`].
+    pub fn shared() -> SharedClock {
+        Arc::new(Self)
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that moves only when told to; clones share one time.
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    now: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock showing `now_ms`.
+    pub fn at(now_ms: i64) -> Self {
+        Self {
+            now: Arc::new(AtomicI64::new(now_ms)),
+        }
+    }
+
+    /// A clock showing the wall clock's time now, then standing still.
+    pub fn starting_now() -> Self {
+        Self::at(now_ms())
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.now.fetch_add(by, Ordering::SeqCst);
+    }
+
+    /// Sets the time (it may go backwards: that is how a test shows a clock step to code).
+    pub fn set(&self, now_ms: i64) {
+        self.now.store(now_ms, Ordering::SeqCst);
+    }
+
+    /// This clock as a [`SharedClock`] (still moved through `self`).
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now_ms", &self.now.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let clock = ManualClock::at(1_000);
+        let shared = clock.shared();
+        assert_eq!(shared.now_ms(), 1_000);
+        clock.advance(Duration::from_secs(90));
+        assert_eq!(shared.now_ms(), 91_000);
+        clock.set(5);
+        assert_eq!(clock.clone().now_ms(), 5);
+    }
+
+    #[test]
+    fn the_system_clock_is_the_wall_clock() {
+        let before = now_ms();
+        let seen = SystemClock.now_ms();
+        assert!(seen >= before && seen - before < 60_000, "{before} {seen}");
+    }
+}

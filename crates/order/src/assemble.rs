@@ -1,0 +1,85 @@
+//! The order service, assembled from its configuration section and the process's shared parts.
+//!
+//! The host hands over the database and where stock releases go; the queue engine
+//! (`order.queue`) is chosen by [`crate::queue::open`], beside the engines. The service comes
+//! back with its background workers: the queue consumer (writes accepted requests as orders)
+//! and the expiry sweeper (expires unpaid orders and retries stock releases).
+
+use std::{sync::Arc, time::Duration};
+
+use flashsale_kernel::{Assembled, Worker, Workers};
+use flashsale_storage::Database;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    queue::{self, QueueError},
+    release::StockReleaser,
+    store::{OrderStore, SqlOrderStore},
+    OrderConfig, OrderService,
+};
+
+/// What the order service needs from the process that hosts it.
+#[derive(Clone)]
+pub struct OrderParts {
+    /// The database holding `orders` (and the journal, with `queue = "journal"`).
+    pub db: Database,
+    /// Where cancelled and expired orders give their stock back (the inventory).
+    pub releaser: Arc<dyn StockReleaser>,
+}
+
+impl std::fmt::Debug for OrderParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderParts").finish_non_exhaustive()
+    }
+}
+
+/// Why the order service could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// The section breaks one of its own rules ([`OrderConfig::check`]).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The queue could not be opened (journal replay, NATS connection or stream).
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Builds the order service and starts its workers, which run until `shutdown`.
+pub async fn assemble(
+    config: &OrderConfig,
+    parts: OrderParts,
+    shutdown: &CancellationToken,
+) -> Result<Assembled<OrderService>, AssembleError> {
+    config.check().map_err(AssembleError::Config)?;
+    let queue = queue::open(config, parts.db.clone()).await?;
+    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db));
+    let timeout_ms =
+        i64::try_from(config.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let workers: Workers = [
+        Worker::spawn(
+            "order.consumer",
+            crate::consumer::run(
+                Arc::clone(&queue),
+                Arc::clone(&store),
+                config.batch_max,
+                timeout_ms,
+                shutdown.clone(),
+            ),
+        ),
+        Worker::spawn(
+            "order.expiry",
+            crate::expiry::run(
+                Arc::clone(&store),
+                Arc::clone(&parts.releaser),
+                Duration::from_millis(config.expiry_interval_ms.max(10)),
+                shutdown.clone(),
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    Ok(Assembled {
+        service: OrderService::new(queue, store, parts.releaser),
+        workers,
+    })
+}
