@@ -18,7 +18,8 @@ pub mod config;
 pub mod password;
 pub mod service;
 pub mod store;
-pub mod token;
+/// Token issue and verification (the `flashsale-token` crate, which the gateway uses alone).
+pub use flashsale_token as token;
 
 pub use config::AuthConfig;
 pub use service::AuthService;

@@ -49,27 +49,7 @@ impl std::fmt::Debug for AuthService {
     }
 }
 
-/// Normalises an email (trimmed, lowercase) and checks its shape.
-pub fn normalize_email(email: &str) -> Result<String, &'static str> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-    if valid {
-        Ok(email)
-    } else {
-        Err("email must look like name@example.com")
-    }
-}
-
-/// Checks a new password's length (8 to 128 characters).
-pub fn check_password(password: &str) -> Result<(), &'static str> {
-    match password.chars().count() {
-        8..=128 => Ok(()),
-        _ => Err("password must be 8 to 128 characters long"),
-    }
-}
+pub use flashsale_kernel::credentials::{check_password, normalize_email};
 
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "auth service failure");

@@ -3,6 +3,7 @@
 //!
 //! * [`clock`]: the [`Clock`] trait, the wall clock ([`SystemClock`]) and a clock tests move by
 //!   hand ([`ManualClock`]); [`now_ms`], the time unit stored in every table.
+//! * [`credentials`]: the rules a sign-up's email and password must meet.
 //! * [`ids`]: newtypes for the ids that cross service boundaries ([`UserId`], [`SaleId`],
 //!   [`OrderId`]), so a sale id cannot be passed where a user id is meant.
 //! * [`worker`]: named background tasks a service hands to whatever hosts it, so the host can
@@ -12,6 +13,7 @@
 //! * [`periodic`]: one step every interval until shutdown (sweepers, reconcilers, refreshers).
 
 pub mod clock;
+pub mod credentials;
 pub mod held_stock;
 pub mod ids;
 pub mod periodic;

@@ -281,7 +281,7 @@ impl TokenKeys {
 
     /// Verifies a token against the real clock; see [`TokenKeys::verify_at`].
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        self.verify_at(token, flashsale_storage::now_ms() / 1000)
+        self.verify_at(token, flashsale_kernel::now_ms() / 1000)
     }
 
     /// Verifies signature, algorithm, `typ`, `kid`, `iss`, `aud`, and, against `now` (Unix
@@ -471,7 +471,7 @@ mod tests {
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), (ISS, AUD));
 
         // `verify` uses the real clock.
-        let now = flashsale_storage::now_ms() / 1000;
+        let now = flashsale_kernel::now_ms() / 1000;
         let token = keys().issue(7, "session-1", now, 900).unwrap();
         assert_eq!(keys().verify(&token).unwrap().jti, "session-1");
     }
