@@ -3,8 +3,9 @@
 //! Each test gets a stream, subject and durable consumer of its own (`FLASHSALE_TEST_<uuid>`),
 //! on the server named by `FLASHSALE_TEST_NATS_URL` (default the local server,
 //! `nats://127.0.0.1:4222`), and deletes the stream when it is done ([`TestNats::cleanup`]).
-//! When the server cannot be reached the test is skipped with a message — except under
-//! `CI=true`, where a missing server is a failure, never a silent pass.
+//! When the server cannot be reached the test kit's rule applies ([`flashsale_testkit::server`]):
+//! the test is skipped with a message — except under `CI=true`, where a missing server is a
+//! failure, never a silent pass.
 
 use crate::{config::NatsQueueConfig, queue::nats::NatsStream};
 
@@ -37,22 +38,13 @@ impl TestNats {
             lag_interval_ms: 50,
             ..NatsQueueConfig::default()
         };
-        match NatsStream::connect(&config).await {
-            Ok(_) => Some(Self { config }),
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!(
-                        "CI=true but the test NATS server ({}) is unreachable: {e}",
-                        config.url
-                    );
-                }
-                eprintln!(
-                    "skipping: the test NATS server ({}) is unreachable ({e}); set FLASHSALE_TEST_NATS_URL",
-                    config.url
-                );
-                None
-            }
-        }
+        let reached = NatsStream::connect(&config).await.map(drop);
+        flashsale_testkit::server::required(
+            &format!("the test NATS server ({})", config.url),
+            reached,
+            "set FLASHSALE_TEST_NATS_URL",
+        )?;
+        Some(Self { config })
     }
 
     /// Deletes the test's stream (and its consumer with it).

@@ -1,8 +1,9 @@
 //! A Redis for one integration test: the real server, under a key prefix of its own.
 //!
 //! [`TestRedis::start`] connects to `FLASHSALE_TEST_REDIS_URL` (default the local server). When
-//! the server cannot be reached the test is skipped with a message — except under `CI=true`,
-//! where a missing server is a failure, never a silent pass. [`TestRedis::cleanup`] deletes every
+//! the server cannot be reached the test kit's rule applies ([`flashsale_testkit::server`]): the
+//! test is skipped with a message — except under `CI=true`, where a missing server is a failure,
+//! never a silent pass. [`TestRedis::cleanup`] deletes every
 //! key the test wrote, so tests leave nothing behind and run in parallel without seeing each
 //! other.
 
@@ -33,16 +34,12 @@ impl TestRedis {
             key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
             ..RedisConfig::default()
         };
-        match Redis::connect(&config).await {
-            Ok(redis) => Some(Self { redis, config }),
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but Redis is unreachable: {e}")
-            }
-            Err(e) => {
-                eprintln!("skipping: Redis is unreachable ({e}); set FLASHSALE_TEST_REDIS_URL");
-                None
-            }
-        }
+        let redis = flashsale_testkit::server::required(
+            "the test Redis",
+            Redis::connect(&config).await,
+            "set FLASHSALE_TEST_REDIS_URL",
+        )?;
+        Some(Self { redis, config })
     }
 
     /// Every key matching `pattern` (SCAN in large steps: the server may hold many keys of
