@@ -6,7 +6,7 @@ use axum::{
     error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
     middleware::{from_fn, from_fn_with_state},
-    routing::{delete, get, post},
+    routing::get,
     Router,
 };
 use flashsale_auth::token::TokenKeys;
@@ -21,11 +21,12 @@ use tower_http::{
 
 use crate::{
     auth::SessionCache,
+    buy::{accepted_orders, AcceptedOrders},
     config::GatewayConfig,
     error::ApiError,
     limits::Limits,
     middleware::{budget, ensure_trace, panic_response, record_metrics, render_errors},
-    routes::{health, orders, sales, sessions, users},
+    routes::health,
     sales_cache::SaleCache,
     upstream::{BuyCalls, Upstreams},
 };
@@ -53,7 +54,7 @@ pub struct Inner {
     pub sales: SaleCache,
     /// Order ids this gateway accepted recently, so a retry of an accepted buy is answered with
     /// its order even after the sale sold out.
-    pub accepted: moka::sync::Cache<u128, ()>,
+    pub accepted: AcceptedOrders,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
     /// Where to follow stock events from, when configured.
@@ -94,10 +95,7 @@ impl AppState {
                 Duration::from_millis(config.sold_out_cache_ms),
                 Duration::from_millis(config.pushed_sold_out_ms),
             ),
-            accepted: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(15 * 60))
-                .build(),
+            accepted: accepted_orders(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             buy_calls: BuyCalls::spawn(&upstreams, config.batch),
             config,
@@ -113,25 +111,11 @@ impl AppState {
 /// The gateway's routes with the middleware that needs the matched route (metrics) or runs per
 /// handler (panic guard, budget, body limit). [`app`] wraps it in the per-connection layers.
 pub fn router(state: AppState) -> Router {
-    // Full paths rather than `nest("/api/v1", …)`: a nested router rewrites every request's
-    // URI to strip the prefix, which costs more than the rest of the routing.
-    Router::new()
-        .route("/api/v1/users", post(users::register))
-        .route("/api/v1/sessions", post(sessions::login))
-        .route("/api/v1/sessions/current", delete(sessions::logout))
-        .route("/api/v1/admin/sales", post(sales::create))
-        .route("/api/v1/sales", get(sales::list))
-        .route("/api/v1/sales/{id}", get(sales::get))
-        .route("/api/v1/sales/{id}/orders", post(orders::buy))
-        .route("/api/v1/orders", get(orders::list))
-        .route("/api/v1/orders/{id}", get(orders::get))
-        .route("/api/v1/orders/{id}/pay", post(orders::pay))
-        .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
+    // The documented routes are declared once, in `routes::api`, with their OpenAPI
+    // operations; the two below are not part of the documented API.
+    Router::from(crate::routes::api())
         .route("/api/openapi.json", get(health::openapi))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/debug/traces/{id}", get(health::trace))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(
             ServiceBuilder::new()

@@ -77,7 +77,7 @@ impl Expiry<String, Option<Arc<SessionInfo>>> for UntilSessionEnds {
     ) -> Option<Duration> {
         let left = value
             .as_ref()
-            .map_or(0, |s| s.expires_at_ms - flashsale_storage::now_ms());
+            .map_or(0, |s| s.expires_at_ms - flashsale_kernel::now_ms());
         Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
     }
 }
@@ -128,7 +128,7 @@ impl SessionCache {
     }
 
     fn fresh(&self) -> bool {
-        flashsale_storage::now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
+        flashsale_kernel::now_ms() < self.fresh_until_ms.load(Ordering::Acquire)
     }
 
     /// Auth's session-store epoch the cache belongs to; [`SessionCache::remember_verified`]
@@ -145,7 +145,7 @@ impl SessionCache {
         token: &str,
         binding: Option<(IpAddr, &str)>,
     ) -> Option<Arc<VerifiedToken>> {
-        let now_ms = flashsale_storage::now_ms();
+        let now_ms = flashsale_kernel::now_ms();
         if now_ms >= self.fresh_until_ms.load(Ordering::Acquire) {
             return None;
         }
@@ -220,7 +220,7 @@ impl SessionCache {
         upstreams: &Upstreams,
         timeout: Duration,
     ) -> Result<(), ApiError> {
-        let started = flashsale_storage::now_ms();
+        let started = flashsale_kernel::now_ms();
         let ctx = CallContext::detached(timeout);
         let mut client = upstreams.auth.clone();
         let after = self.position.load(Ordering::Acquire);
@@ -266,7 +266,7 @@ impl SessionCache {
                 .await
             {
                 tracing::warn!(
-                    code = e.code,
+                    code = e.code.as_str(),
                     "revocation poll failed; sessions are looked up at auth until it succeeds"
                 );
             }

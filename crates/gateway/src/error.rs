@@ -1,10 +1,11 @@
 //! API errors and their JSON form.
 //!
 //! Every error a client sees is `{"error": {"code", "message", "request_id"}}` with the right
-//! status. Handlers return an [`ApiError`]; its response carries the code and message as an
-//! extension, and [`crate::middleware::render_errors`] writes the body with the request id, so
-//! errors produced outside handlers (unknown routes, timeouts, panics, oversized bodies) look the
-//! same. Internal causes are logged, never sent.
+//! status; the codes are the variants of [`ErrorCode`]. Handlers return an [`ApiError`]; its
+//! response carries the code and message as an extension, and
+//! [`crate::middleware::render_errors`] writes the body with the request id, so errors produced
+//! outside handlers (unknown routes, timeouts, panics, oversized bodies) look the same. Internal
+//! causes are logged, never sent.
 
 use axum::{
     http::{HeaderValue, StatusCode},
@@ -13,13 +14,15 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use crate::error_code::ErrorCode;
+
 /// An error answer: status, stable machine-readable code, human message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Stable code, e.g. `sold_out`.
-    pub code: &'static str,
+    /// Stable code, e.g. [`ErrorCode::SoldOut`].
+    pub code: ErrorCode,
     /// Message safe to show the client.
     pub message: String,
     /// Seconds to wait before retrying (`429`).
@@ -30,7 +33,7 @@ pub struct ApiError {
 #[derive(Debug, Clone)]
 pub struct ErrorFields {
     /// Stable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Message.
     pub message: String,
 }
@@ -46,7 +49,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// Human-readable message.
     pub message: String,
     /// Id of the request, also in the `x-request-id` header and the server logs.
@@ -57,7 +60,7 @@ pub struct ErrorDetail {
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -67,28 +70,32 @@ impl ApiError {
     }
 
     /// 400.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     /// 409.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
     /// 422.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidInput,
+            message,
+        )
     }
     /// 429 with `Retry-After`.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
@@ -96,7 +103,7 @@ impl ApiError {
             retry_after_secs: Some(retry_after_secs.max(1)),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many requests; slow down",
             )
         }
@@ -105,7 +112,7 @@ impl ApiError {
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+            ErrorCode::Unavailable,
             "service temporarily unavailable; retry",
         )
     }
@@ -115,7 +122,7 @@ impl ApiError {
             retry_after_secs: Some(1),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 "service temporarily unavailable; retry",
             )
         }
@@ -127,7 +134,7 @@ impl ApiError {
             retry_after_secs: Some(1),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
+                ErrorCode::Overloaded,
                 "too busy to take this request now; retry shortly",
             )
         }
@@ -136,7 +143,7 @@ impl ApiError {
     pub fn timeout() -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
+            ErrorCode::Timeout,
             "the request took longer than its time budget",
         )
     }
@@ -144,7 +151,7 @@ impl ApiError {
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error",
         )
     }
@@ -190,20 +197,22 @@ impl From<tonic::Status> for ApiError {
 /// Fields for an error response that no handler produced (by status alone).
 pub fn fields_for_status(status: StatusCode) -> ErrorFields {
     let (code, message) = match status {
-        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "method not allowed on this resource")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body too large"),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-            ("timeout", "the request took longer than its time budget")
-        }
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this resource",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "request body too large"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => (
+            ErrorCode::Timeout,
+            "the request took longer than its time budget",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("bad_request", "bad request"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::BadRequest, "bad request"),
     };
     ErrorFields {
         code,

@@ -14,7 +14,11 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{app::AppState, client_ip::client_ip, error::ApiError};
+use crate::{
+    app::AppState,
+    client_ip::client_ip,
+    error::{ApiError, ErrorCode},
+};
 
 /// A JSON request body.
 #[derive(Debug, Clone)]
@@ -41,7 +45,7 @@ pub fn parse_json<T: DeserializeOwned>(
     if !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ));
     }
@@ -49,7 +53,7 @@ pub fn parse_json<T: DeserializeOwned>(
         serde_json::error::Category::Data => {
             ApiError::invalid(format!("invalid request body: {e}"))
         }
-        _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
+        _ => ApiError::bad_request(ErrorCode::MalformedJson, format!("malformed JSON: {e}")),
     })?;
     // serde fills a struct from a JSON array by position (`[1]` would read as `{"quantity": 1}`);
     // every body of this API is an object.
@@ -63,11 +67,11 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "request body too large",
         )
     } else {
-        ApiError::bad_request("bad_body", "could not read the request body")
+        ApiError::bad_request(ErrorCode::BadBody, "could not read the request body")
     }
 }
 
@@ -105,7 +109,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .map(|p| ApiPath(p.0))
             .map_err(|e| {
                 ApiError::bad_request(
-                    "bad_path",
+                    ErrorCode::BadPath,
                     format!("invalid path parameter: {}", e.body_text()),
                 )
             })
@@ -172,7 +176,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let value = parts.headers.get("idempotency-key").ok_or_else(|| {
             ApiError::bad_request(
-                "missing_idempotency_key",
+                ErrorCode::MissingIdempotencyKey,
                 "the Idempotency-Key header is required",
             )
         })?;
@@ -182,7 +186,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_idempotency_key",
+                    ErrorCode::InvalidIdempotencyKey,
                     "Idempotency-Key must be 1 to 128 visible ASCII characters",
                 )
             })?;

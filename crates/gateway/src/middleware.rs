@@ -85,7 +85,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| fields_for_status(status));
     let body = Json(ErrorBody {
         error: ErrorDetail {
-            code: fields.code.to_owned(),
+            code: fields.code,
             message: fields.message,
             request_id,
             trace_id,

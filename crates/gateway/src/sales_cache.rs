@@ -16,14 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flashsale_proto::inventory::{self as pb, GetSaleRequest};
+use flashsale_proto::inventory as pb;
 use flashsale_redis::events::StockEvent;
 use moka::{future::Cache, Expiry};
 
-use crate::{
-    error::ApiError,
-    upstream::{CallContext, Upstreams},
-};
+use crate::error::ApiError;
 
 /// What the buy path needs to know about a sale.
 #[derive(Debug)]
@@ -138,20 +135,17 @@ impl SaleCache {
         self.cache.contains_key(&id)
     }
 
-    /// The sale, from the cache or the inventory service; `None` when it does not exist.
-    pub async fn get(
+    /// The sale, from the cache or else from `fetch` (the inventory's answer, `None` when the
+    /// sale does not exist), which concurrent lookups of the same sale share.
+    pub async fn get_or_fetch(
         &self,
         id: i64,
-        upstreams: &Upstreams,
-        ctx: &CallContext,
+        fetch: impl std::future::Future<Output = Result<Option<pb::Sale>, ApiError>>,
     ) -> Result<Option<Arc<SaleMeta>>, ApiError> {
         self.cache
             .try_get_with(id, async {
-                let mut client = upstreams.inventory.clone();
-                let reply = ctx
-                    .run(client.get_sale(ctx.request(GetSaleRequest { id })?))
-                    .await?;
-                Ok::<_, ApiError>(reply.sale.as_ref().map(|s| Arc::new(SaleMeta::from_pb(s))))
+                let sale = fetch.await?;
+                Ok::<_, ApiError>(sale.as_ref().map(|s| Arc::new(SaleMeta::from_pb(s))))
             })
             .await
             .map_err(|e| (*e).clone())

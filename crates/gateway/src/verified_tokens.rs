@@ -59,7 +59,7 @@ impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
         value: &Arc<VerifiedToken>,
         _: Instant,
     ) -> Option<Duration> {
-        let left = value.expires_at_ms - flashsale_storage::now_ms();
+        let left = value.expires_at_ms - flashsale_kernel::now_ms();
         Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
     }
 }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn a_hit_needs_the_same_token_client_and_an_unexpired_entry() {
         let memo = VerifiedTokens::new();
-        let now = flashsale_storage::now_ms();
+        let now = flashsale_kernel::now_ms();
         memo.insert("t1", token(now + 60_000));
         let here = Some((IpAddr::from([10, 0, 0, 1]), "ua"));
         assert_eq!(memo.get("t1", now, here).map(|v| v.user_id), Some(7));
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn clear_forgets_everything() {
         let memo = VerifiedTokens::new();
-        let now = flashsale_storage::now_ms();
+        let now = flashsale_kernel::now_ms();
         memo.insert("t1", token(now + 60_000));
         memo.clear();
         assert!(memo.get("t1", now, None).is_none());

@@ -7,12 +7,11 @@ use axum::{
     Json,
 };
 use flashsale_proto::{auth::GetSessionRequest, inventory::GetSaleRequest, order::GetOrderRequest};
-use utoipa::OpenApi;
 
 use crate::{
     api::{Health, TraceView},
     app::AppState,
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     upstream::CallContext,
 };
 
@@ -88,7 +87,7 @@ pub async fn trace(
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
         return Err(ApiError::bad_request(
-            "invalid_trace_id",
+            ErrorCode::InvalidTraceId,
             "a trace id is 32 lowercase hex digits",
         ));
     }
@@ -106,5 +105,5 @@ pub async fn trace(
 
 /// The OpenAPI document of this API.
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::ApiDoc::openapi())
+    Json(crate::openapi::document().clone())
 }
