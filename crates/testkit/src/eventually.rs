@@ -18,6 +18,10 @@ use tokio::time::Instant;
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest pause between two probes, unless [`Eventually::every`] says otherwise.
 const LONGEST_PAUSE: Duration = Duration::from_millis(100);
+/// How long past the deadline a probe may still run before it is abandoned (and the wait fails):
+/// the deadline bounds when probes start, not how long one takes, but a hung probe must not
+/// hang the test.
+pub const LATE_PROBE: Duration = Duration::from_secs(10);
 
 /// What a probe answers: whether the awaited condition holds, and with which value.
 pub trait Outcome {
@@ -88,12 +92,13 @@ impl Eventually {
         self
     }
 
-    /// Calls `probe` until its outcome holds and returns the value it holds with. The last probe
-    /// runs at the deadline; a probe still running at the deadline is abandoned.
+    /// Calls `probe` until its outcome holds and returns the value it holds with. The first probe
+    /// always runs (even with no time to wait at all: "it must hold now"); the last one starts at
+    /// the deadline. A probe still running [`LATE_PROBE`] after the deadline is abandoned.
     ///
     /// # Panics
-    /// When the condition does not hold by the deadline, naming what was awaited, for how long,
-    /// and what the last probe saw.
+    /// When the condition does not hold by the deadline (or a probe hangs), naming what was
+    /// awaited, for how long, and what the last probe saw.
     pub async fn until<P, F, O>(self, mut probe: P) -> O::Value
     where
         P: FnMut() -> F,
@@ -105,12 +110,15 @@ impl Eventually {
         let mut probes: u32 = 0;
         loop {
             probes += 1;
-            let seen = match tokio::time::timeout_at(deadline, probe()).await {
+            let seen = match tokio::time::timeout_at(deadline + LATE_PROBE, probe()).await {
                 Ok(outcome) => match outcome.check() {
                     Ok(value) => return value,
                     Err(seen) => seen,
                 },
-                Err(_) => self.fail(probes, "the last probe was still running"),
+                Err(_) => self.fail(
+                    probes,
+                    &format!("the last probe was still running {LATE_PROBE:?} after the deadline"),
+                ),
             };
             let now = Instant::now();
             if now >= deadline {
@@ -277,7 +285,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_probe_still_running_at_the_deadline_fails_the_wait_in_time() {
+    async fn with_no_time_to_wait_the_condition_is_probed_once_to_its_end() {
+        let started = Instant::now();
+        let value = eventually("a slow probe", Duration::ZERO, || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Some(7)
+        })
+        .await;
+        assert_eq!(value, 7);
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        let message = panic_message(async {
+            eventually("nothing", Duration::ZERO, || async { false }).await;
+        })
+        .await;
+        assert!(message.contains("(1 probes)"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_probe_fails_the_wait_a_while_after_the_deadline() {
         let started = Instant::now();
         let message = panic_message(async move {
             eventually("a hanging probe", Duration::from_secs(3), || async {
@@ -291,6 +316,6 @@ mod tests {
             message.contains("a hanging probe") && message.contains("still running"),
             "{message}"
         );
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(3) + LATE_PROBE);
     }
 }

@@ -12,5 +12,5 @@
 pub mod eventually;
 pub mod server;
 
-pub use eventually::{eventually, Eventually, Outcome};
+pub use eventually::{eventually, Eventually, Outcome, LATE_PROBE};
 pub use flashsale_kernel::ManualClock;
