@@ -6,17 +6,14 @@
 //! itself (flashsale-auth) and end to end in `api.rs`; here are the behaviours that depend on
 //! where sessions and counters live: login, logout, binding a token to its client, and the
 //! limits on buy, login and registration.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{sync::Arc, time::Instant};
 
-use chrono::{DateTime, Utc};
-use common::{
+use crate::common::{
     accepted, assert_unauthorized, body, error_code, ip, remaining, with_json, Backend, TestApp,
     PASSWORD, UA,
 };
+use chrono::{DateTime, Utc};
 use reqwest::{header, Method, Response, StatusCode};
 use serde_json::json;
 

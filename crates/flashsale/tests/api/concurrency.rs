@@ -3,16 +3,13 @@
 //! idempotency key. Exactly `stock` orders may result, one per user, the same key must always
 //! name the same order, and nothing may fail with a 5xx. The rush runs on both backends: state
 //! in process, and limits, sessions and stock in the real Redis.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use common::{ip, Backend, TestApp};
+use crate::common::{ip, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Barrier;

@@ -2,13 +2,10 @@
 //! PostgreSQL and MariaDB/MySQL, each on a database of the test's own. A small sale is rushed
 //! by more buyers than it has stock: exactly the stock is sold, every `202` is stored once, and
 //! `remaining + sold == stock` — in the API and in the database.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{collections::HashSet, sync::Arc};
 
-use common::{ip, TestApp};
+use crate::common::{ip, TestApp};
 use flashsale_storage::{on_every_engine, testing::TestDatabase};
 use reqwest::StatusCode;
 use tokio::sync::Barrier;
@@ -42,7 +39,7 @@ async fn a_rush_sells_exactly_the_stock(t: TestDatabase) {
                 let status = r.status();
                 assert!(!status.is_server_error(), "buy answered {status}");
                 if status == StatusCode::ACCEPTED {
-                    Some((common::accepted(r).await, n as i64))
+                    Some((crate::common::accepted(r).await, n as i64))
                 } else {
                     None
                 }
@@ -72,7 +69,7 @@ async fn a_rush_sells_exactly_the_stock(t: TestDatabase) {
     let users: HashSet<i64> = stored.iter().map(|(_, user)| *user).collect();
     assert_eq!(users.len(), stored.len(), "a user holds two orders");
 
-    let remaining = common::remaining(&app, sale).await;
+    let remaining = crate::common::remaining(&app, sale).await;
     assert_eq!(remaining + stored.len() as i64, STOCK);
     assert_eq!(remaining, 0);
     // The database agrees: its live orders are the units sold.

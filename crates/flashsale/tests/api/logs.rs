@@ -2,13 +2,10 @@
 //! (register, duplicate registration, refused and accepted logins, buys, bad tokens, logout)
 //! with debug logging in JSON, and no line of what it wrote contains a test user's email,
 //! password, token or client address; the lines that speak of those users show them masked.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::net::SocketAddr;
 
-use common::Api;
+use crate::common::Api;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
@@ -24,8 +21,8 @@ async fn no_log_line_holds_an_email_password_token_or_client_address_in_clear() 
         .arg(data_dir.path())
         .env("FLASHSALE_LOG", "debug")
         .env("FLASHSALE_LOG_FORMAT", "json")
-        .env("FLASHSALE_ADMIN_EMAIL", common::ADMIN_EMAIL)
-        .env("FLASHSALE_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .env("FLASHSALE_ADMIN_EMAIL", crate::common::ADMIN_EMAIL)
+        .env("FLASHSALE_ADMIN_PASSWORD", crate::common::ADMIN_PASSWORD)
         .env("FLASHSALE_AUTH__ARGON2__MEMORY_KIB", "256")
         .env("FLASHSALE_AUTH__ARGON2__ITERATIONS", "1")
         .env("FLASHSALE_GATEWAY__TRUSTED_PROXIES", "[\"127.0.0.0/8\"]")
@@ -139,7 +136,7 @@ async fn no_log_line_holds_an_email_password_token_or_client_address_in_clear() 
         ("email local part", "private.person".to_owned()),
         ("password", secret_password.to_owned()),
         ("wrong password", "wrong-password-xyz".to_owned()),
-        ("admin password", common::ADMIN_PASSWORD.to_owned()),
+        ("admin password", crate::common::ADMIN_PASSWORD.to_owned()),
         ("token", token.to_lowercase()),
         (
             "token signature",

@@ -2,14 +2,11 @@
 //! order consumer's batch span links to it, and login crosses gateway → auth; captured with the
 //! in-process span buffer (the in-memory exporter `flashsale dev` serves at `/debug/traces`).
 //!
-//! One test per process: it installs the process-wide subscriber with the OpenTelemetry layer.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
+//! It installs the process-wide subscriber with the OpenTelemetry layer, so it runs alone in its
+//! process ([`alone_in_process`](crate::common::alone_in_process)).
 
 use std::time::Duration;
 
-use common::{ip, Backend, TestApp, PASSWORD};
 use flashsale::startup::Telemetry;
 use flashsale_gateway::api::TraceView;
 use flashsale_telemetry::{
@@ -17,8 +14,11 @@ use flashsale_telemetry::{
     traces::{TracesConfig, Tracing},
     TraceContext,
 };
+use flashsale_testkit::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+use crate::common::{alone_in_process, ip, Backend, TestApp, PASSWORD};
 
 fn find<'a>(spans: &'a [SpanRecord], name: &str) -> &'a SpanRecord {
     spans
@@ -27,34 +27,33 @@ fn find<'a>(spans: &'a [SpanRecord], name: &str) -> &'a SpanRecord {
         .unwrap_or_else(|| panic!("no span {name:?} in {spans:#?}"))
 }
 
-/// The trace as the gateway serves it, once `done` holds for it (or fails after 10 s).
+/// The trace as the gateway serves it, once `done` holds for it (failing after 10 s).
 async fn trace_when(app: &TestApp, trace_id: &str, done: impl Fn(&TraceView) -> bool) -> TraceView {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = app
-            .client
-            .get(app.url(&format!("/debug/traces/{trace_id}")))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::OK {
-            let view: TraceView = r.json().await.unwrap();
-            if done(&view) {
-                return view;
+    let done = &done;
+    eventually(
+        format!("trace {trace_id} to be complete"),
+        Duration::from_secs(10),
+        || async move {
+            let r = app
+                .client
+                .get(app.url(&format!("/debug/traces/{trace_id}")))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::OK {
+                let view: TraceView = r.json().await.unwrap();
+                if done(&view) {
+                    Ok(view)
+                } else {
+                    Err(format!("an incomplete trace: {view:#?}"))
+                }
+            } else {
+                assert_eq!(r.status(), StatusCode::NOT_FOUND);
+                Err("no such trace yet".to_owned())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "trace incomplete after 10 s: {view:#?}"
-            );
-        } else {
-            assert_eq!(r.status(), StatusCode::NOT_FOUND);
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "trace {trace_id} never appeared"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// The trace context a response names in its `traceparent` header.
@@ -65,6 +64,7 @@ fn response_trace(r: &reqwest::Response) -> TraceContext {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
+    let alone = alone_in_process().await;
     let config = TracesConfig {
         buffer_spans: Some(50_000),
         ..TracesConfig::default()
@@ -82,7 +82,7 @@ async fn a_buy_is_one_trace_across_every_hop_and_the_consumer_links_to_it() {
         metrics: flashsale_telemetry::metrics::detached(),
         traces: tracing.buffer().cloned(),
     };
-    let app = TestApp::spawn_full(Backend::Memory, telemetry, |_| {})
+    let app = TestApp::spawn_full(alone, Backend::Memory, telemetry, |_| {})
         .await
         .unwrap();
     let sale = app.open_sale(10, 1).await;

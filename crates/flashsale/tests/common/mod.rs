@@ -3,13 +3,17 @@
 //! talks to either over real HTTP ([`Api`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use flashsale::{config::Config, startup::DevApp};
 use flashsale_auth::password::HashParams;
+use flashsale_testkit::{eventually, server};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
+use tokio::{
+    sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -46,6 +50,32 @@ pub struct TestApp {
     pub redis: Option<flashsale_redis::testing::TestRedis>,
     /// The URL of the app's database.
     pub database_url: String,
+    /// Its share of the process (see [`alone_in_process`]), held while it lives.
+    _share: Share,
+}
+
+/// The in-process apps of this test process: each holds the lock shared, and a test that
+/// installs process-wide telemetry holds it exclusively for its whole run. nextest runs every
+/// test in a process of its own, so this only matters under plain `cargo test`, where the tests
+/// of a binary share one process (and would count into each other's metrics).
+static IN_PROCESS: std::sync::LazyLock<Arc<RwLock<()>>> = std::sync::LazyLock::new(Arc::default);
+
+/// This test process to oneself: no other in-process app runs while it is held. Take it before
+/// installing anything process-wide (a metrics recorder, a tracing subscriber), and hand it to
+/// [`TestApp::spawn_full`].
+pub struct AloneInProcess(OwnedRwLockWriteGuard<()>);
+
+/// Waits until no other in-process app runs, and keeps it so (see [`AloneInProcess`]).
+pub async fn alone_in_process() -> AloneInProcess {
+    AloneInProcess(Arc::clone(&IN_PROCESS).write_owned().await)
+}
+
+/// How an app holds the process.
+enum Share {
+    /// Alongside other apps (telemetry detached).
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    /// Alone (process-wide telemetry installed).
+    Alone(#[allow(dead_code)] AloneInProcess),
 }
 
 /// A test configuration: cheap password hashing, ephemeral port, the given data directory.
@@ -89,12 +119,30 @@ impl TestApp {
     }
 
     pub async fn spawn_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
-        Self::spawn_full(backend, flashsale::startup::Telemetry::detached(), adjust).await
+        let shared = Share::Shared(Arc::clone(&IN_PROCESS).read_owned().await);
+        Self::spawn_sharing(
+            shared,
+            backend,
+            flashsale::startup::Telemetry::detached(),
+            adjust,
+        )
+        .await
     }
 
-    /// The system on `backend`, handing it `telemetry` (a test that records spans passes its
-    /// span buffer here).
+    /// The system on `backend`, handing it `telemetry` installed in the process (a test that
+    /// records metrics or spans passes its recorder or span buffer here), with the process to
+    /// itself.
     pub async fn spawn_full(
+        alone: AloneInProcess,
+        backend: Backend,
+        telemetry: flashsale::startup::Telemetry,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
+        Self::spawn_sharing(Share::Alone(alone), backend, telemetry, adjust).await
+    }
+
+    async fn spawn_sharing(
+        share: Share,
         backend: Backend,
         telemetry: flashsale::startup::Telemetry,
         adjust: impl FnOnce(&mut Config),
@@ -131,6 +179,7 @@ impl TestApp {
             data_dir,
             redis,
             database_url,
+            _share: share,
         })
     }
 
@@ -156,7 +205,7 @@ impl TestApp {
 
 impl TestApp {
     /// The (order id, user id) of every order of `sale` in the app's database, once there are
-    /// at least `expected` of them (or after 20 s, whatever is there).
+    /// at least `expected` of them (failing after 20 s, saying how many there were).
     pub async fn stored_orders(&self, sale: i64, expected: usize) -> Vec<(String, i64)> {
         let db = flashsale_storage::connect(
             &self.database_url,
@@ -165,21 +214,28 @@ impl TestApp {
         )
         .await
         .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let rows: Vec<(String, i64)> = db
-                .fetch_all(
-                    "SELECT id, user_id FROM orders WHERE sale_id = ?",
-                    &[sale.into()],
-                )
-                .await
-                .unwrap();
-            if rows.len() >= expected || tokio::time::Instant::now() > deadline {
-                db.close().await;
-                return rows;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let db = &db;
+        let rows = eventually(
+            format!("{expected} orders of sale {sale} to be stored"),
+            std::time::Duration::from_secs(20),
+            || async move {
+                let rows: Vec<(String, i64)> = db
+                    .fetch_all(
+                        "SELECT id, user_id FROM orders WHERE sale_id = ?",
+                        &[sale.into()],
+                    )
+                    .await
+                    .unwrap();
+                if rows.len() >= expected {
+                    Ok(rows)
+                } else {
+                    Err(format!("{} stored", rows.len()))
+                }
+            },
+        )
+        .await;
+        db.close().await;
+        rows
     }
 }
 
@@ -470,7 +526,8 @@ pub async fn scrape(addr: SocketAddr) -> String {
 
 /// Checks an exposition with `promtool check metrics` (Debian's `prometheus` package): format
 /// errors and lint problems (missing HELP, counters without `_total`, bad units) fail the
-/// test. Without promtool the check is skipped, saying so, except under `CI=true`.
+/// test. Without promtool the test kit's rule applies: the check is skipped, saying so, except
+/// under `CI=true`.
 pub async fn promtool_check(what: &str, exposition: &str) {
     use tokio::io::AsyncWriteExt;
     let spawned = tokio::process::Command::new("promtool")
@@ -479,15 +536,12 @@ pub async fn promtool_check(what: &str, exposition: &str) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but promtool cannot run ({e}); .ci/run installs it")
-        }
-        Err(e) => {
-            eprintln!("skipping promtool check of {what}: {e} (apt-get install prometheus)");
-            return;
-        }
+    let Some(mut child) = server::required(
+        &format!("promtool (to check the metrics of {what})"),
+        spawned,
+        "apt-get install prometheus; .ci/run installs it",
+    ) else {
+        return;
     };
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(exposition.as_bytes()).await.unwrap();

@@ -8,9 +8,6 @@
 //! The same crash on PostgreSQL with the NATS JetStream queue, and on MariaDB with the journal
 //! and with NATS (databases and streams of the test's own): on restart the inventory counts
 //! the requests still in the stream, the consumer drains it, and the sums hold exactly.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{
     collections::HashSet,
@@ -23,9 +20,10 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::common::{ip, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
 use flashsale_order::{queue::nats::NatsStream, testing::TestNats};
 use flashsale_storage::{testing::TestDatabase, Database, Engine};
+use flashsale_testkit::{eventually, Eventually};
 use futures::{stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -200,13 +198,21 @@ async fn crash_and_restart_on(
         .collect();
 
     // Kill while 202s are still flowing.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while accepted.lock().await.len() < 500 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    // Probed every 5 ms, so the kill comes soon after the 500th 202.
+    Eventually::new(
+        "the rush to get going (500 orders accepted)",
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(5))
+    .until(|| async {
+        let count = accepted.lock().await.len();
+        if count >= 500 {
+            Ok(())
+        } else {
+            Err(format!("{count} accepted"))
         }
     })
-    .await
-    .expect("the rush did not get going");
+    .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     killed.store(true, Ordering::Relaxed);
@@ -232,24 +238,25 @@ async fn crash_and_restart_on(
         Some(nats) => Some(NatsStream::connect(&nats.config).await.unwrap()),
         None => None,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (mut queued,): (i64,) = pool
-            .fetch_one("SELECT COUNT(*) FROM order_queue", &[])
-            .await
-            .unwrap();
-        if let Some(stream) = &stream {
-            queued += stream.queued().await.unwrap().len() as i64;
-        }
-        if queued == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "journal not drained after restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the journal to be drained after the restart",
+        Duration::from_secs(20),
+        || async {
+            let (mut queued,): (i64,) = pool
+                .fetch_one("SELECT COUNT(*) FROM order_queue", &[])
+                .await
+                .unwrap();
+            if let Some(stream) = &stream {
+                queued += stream.queued().await.unwrap().len() as i64;
+            }
+            if queued == 0 {
+                Ok(())
+            } else {
+                Err(format!("{queued} requests queued"))
+            }
+        },
+    )
+    .await;
     let rows: Vec<(String, i64)> = pool
         .fetch_all(
             "SELECT id, quantity FROM orders WHERE sale_id = ?",
@@ -269,26 +276,26 @@ async fn crash_and_restart_on(
     let sold: i64 = rows.iter().map(|(_, q)| q).sum();
 
     let api = Api::new(addr);
-    let deadline = tokio::time::Instant::now() + settle;
-    loop {
-        let remaining = api.sale(sale_id).await["remaining"].as_i64().unwrap();
-        assert!(remaining + sold <= STOCK, "oversold: {remaining} + {sold}");
-        if remaining + sold == STOCK {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "remaining + sold != initial: {remaining} + {sold} after {settle:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Never oversold at any probe; exactly the stock once the reconciler has settled.
+    Eventually::new("remaining + sold to add up to the initial stock", settle)
+        .every(Duration::from_millis(200))
+        .until(|| async {
+            let remaining = api.sale(sale_id).await["remaining"].as_i64().unwrap();
+            assert!(remaining + sold <= STOCK, "oversold: {remaining} + {sold}");
+            if remaining + sold == STOCK {
+                Ok(())
+            } else {
+                Err(format!("{remaining} + {sold}"))
+            }
+        })
+        .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_stop_writes_every_accepted_order_before_exiting() {
-    let app = common::TestApp::spawn_with(|c| {
+    let app = crate::common::TestApp::spawn_with(|c| {
         c.gateway.limits = flashsale_gateway::config::LimitsConfig::off();
     })
     .await;

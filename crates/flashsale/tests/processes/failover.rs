@@ -3,9 +3,6 @@
 //! middle of a rush. The registry evicts it within its TTL; a second wave of buyers after the
 //! eviction sees no failure at all; and the guarantees hold over both waves: exactly the stock
 //! is sold, and every `202` is stored exactly once.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{
     collections::HashSet,
@@ -17,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, next_set_where, spawn_binary, watch_registry, Api, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::common::{
+    ip, next_set_where, spawn_binary, watch_registry, Api, ADMIN_EMAIL, ADMIN_PASSWORD,
+};
+use flashsale_testkit::{eventually, Eventually};
 use futures::{stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -46,25 +46,27 @@ async fn buy_until_answered(
     token: &str,
     client_ip: &str,
 ) -> (Vec<(Instant, StatusCode)>, Option<String>) {
-    let mut log = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let log = std::sync::Mutex::new(Vec::new());
+    let log = &log;
+    let order = Eventually::new(
+        format!("an answer but a 5xx to the buy of {client_ip}"),
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(20))
+    .until(|| async move {
         let started = Instant::now();
         let r = api.buy(sale, token, client_ip, "the-key").await;
         let status = r.status();
-        log.push((started, status));
-        if !status.is_server_error() {
-            let body: Value = r.json().await.unwrap();
-            let order = (status == StatusCode::ACCEPTED)
-                .then(|| body["order_id"].as_str().unwrap().to_owned());
-            return (log, order);
+        log.lock().unwrap().push((started, status));
+        if status.is_server_error() {
+            return Err(status);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no answer but {status} for a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let body: Value = r.json().await.unwrap();
+        Ok((status == StatusCode::ACCEPTED).then(|| body["order_id"].as_str().unwrap().to_owned()))
+    })
+    .await;
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    (log, order)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -189,11 +191,14 @@ async fn an_inventory_killed_during_a_rush_is_evicted_and_nothing_fails_afterwar
     // First wave, 24 buyers at a time; inventory B is killed once a third have their answer.
     let answered = Arc::new(AtomicUsize::new(0));
     let first = wave(0, Arc::clone(&answered));
-    let until = Instant::now() + Duration::from_secs(60);
-    while answered.load(Ordering::SeqCst) < WAVE / 3 {
-        assert!(Instant::now() < until, "the rush stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Probed every 5 ms, so the kill comes soon after.
+    Eventually::new(
+        "a third of the first wave to be answered",
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(5))
+    .until(|| async { answered.load(Ordering::SeqCst) >= WAVE / 3 })
+    .await;
     inventory_b.start_kill().unwrap();
     let killed_at = Instant::now();
     inventory_b.wait().await.unwrap();
@@ -239,18 +244,24 @@ async fn an_inventory_killed_during_a_rush_is_evicted_and_nothing_fails_afterwar
     let db = flashsale_storage::connect(&database_url, flashsale_storage::Durability::Process, 1)
         .await
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    let stored: HashSet<String> = loop {
-        let rows: Vec<(String,)> = db
-            .fetch_all("SELECT id FROM orders WHERE sale_id = ?", &[sale.into()])
-            .await
-            .unwrap();
-        if rows.len() >= STOCK as usize || Instant::now() > until {
-            assert_eq!(rows.len(), STOCK as usize, "orders stored");
-            break rows.into_iter().map(|(id,)| id).collect();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let db = &db;
+    let stored: HashSet<String> = eventually(
+        format!("the {STOCK} orders to be stored"),
+        Duration::from_secs(20),
+        || async move {
+            let rows: Vec<(String,)> = db
+                .fetch_all("SELECT id FROM orders WHERE sale_id = ?", &[sale.into()])
+                .await
+                .unwrap();
+            if rows.len() >= STOCK as usize {
+                assert_eq!(rows.len(), STOCK as usize, "orders stored");
+                Ok(rows.into_iter().map(|(id,)| id).collect())
+            } else {
+                Err(format!("{} stored", rows.len()))
+            }
+        },
+    )
+    .await;
     assert_eq!(stored, accepted);
     assert_eq!(api.sale(sale).await["remaining"], 0);
 

@@ -2,13 +2,10 @@
 //! binary, its real database): drift injected into the database is reported by a dry run (exit
 //! code 2, nothing changed), repaired by a real run, and then reported clean; an unknown sale is
 //! an error.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::spawn_binary;
+use crate::common::spawn_binary;
 use flashsale_proto::inventory::{
     inventory_client::InventoryClient, CreateSaleRequest, GetSaleRequest,
 };

@@ -1,12 +1,9 @@
 //! The system behind the registry: several instances of every service in one `dev`, and a
 //! `serve`d service's lifecycle (health, registration, deregistration on shutdown).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use common::{ip, next_set_where, watch_registry, Backend, TestApp};
+use crate::common::{ip, next_set_where, watch_registry, Backend, TestApp};
 use flashsale::{
     cli::Service,
     config::{Config, DiscoverySource},
@@ -96,7 +93,7 @@ async fn a_rush_over_three_instances_of_every_service_sells_exactly_the_stock() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_instance_reports_health_registers_and_deregisters_before_it_drains() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = common::test_config(data.path());
+    let mut config = crate::common::test_config(data.path());
     config.registry.addr = "127.0.0.1:0".into();
     config.registry.ttl_ms = 5_000;
     let registry = ServiceApp::build(

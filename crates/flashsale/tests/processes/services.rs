@@ -1,15 +1,13 @@
 //! The services as separate processes (`flashsale serve <service>`), wired by configuration
 //! only, serve the same API as `flashsale dev`; each stops cleanly on SIGTERM. Several gateways
 //! and auth instances share their limits and sessions through Redis.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use common::{
+use crate::common::{
     ip, promtool_check, scrape, spawn_binary, Api, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD,
 };
+use flashsale_testkit::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::process::Child;
@@ -160,30 +158,31 @@ async fn separate_processes_serve_a_sale_end_to_end() {
     );
 
     // The order service persists it, and the inventory shows the stock taken.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let order: Value = api
-            .authed(
-                Method::GET,
-                &format!("/api/v1/orders/{order_id}"),
-                "10.0.0.1",
-                &buyer,
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "created" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "order never persisted: {order}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        format!("order {order_id} to be persisted"),
+        Duration::from_secs(10),
+        || async {
+            let order: Value = api
+                .authed(
+                    Method::GET,
+                    &format!("/api/v1/orders/{order_id}"),
+                    "10.0.0.1",
+                    &buyer,
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if order["status"] == "created" {
+                Ok(())
+            } else {
+                Err(order)
+            }
+        },
+    )
+    .await;
     assert_eq!(api.sale(sale_id).await["remaining"], 0);
 
     // A logout on one gateway is honoured by the other within a second, although the other
@@ -207,19 +206,19 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         .await
         .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let logged_out = tokio::time::Instant::now();
-    loop {
-        let status = on_second().await.unwrap().status();
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            logged_out.elapsed() < Duration::from_secs(1),
-            "the second gateway still accepts a revoked token after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the second gateway to refuse a revoked token (for 1 s at most)",
+        Duration::from_secs(1),
+        || async {
+            let status = on_second().await.unwrap().status();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::UNAUTHORIZED,
+                "{status}"
+            );
+            status == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
 
     // Every process serves its own metrics: valid exposition, and each counts its own calls.
     let expect = [
@@ -364,19 +363,19 @@ async fn gateways_and_auth_instances_share_limits_and_sessions_through_redis() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let logged_out = tokio::time::Instant::now();
-    loop {
-        let status = on_b().await.unwrap().status();
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(status, StatusCode::OK);
-        assert!(
-            logged_out.elapsed() < Duration::from_secs(1),
-            "gateway B still accepts a token revoked through A after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "gateway B to refuse a token revoked through A (for 1 s at most)",
+        Duration::from_secs(1),
+        || async {
+            let status = on_b().await.unwrap().status();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::UNAUTHORIZED,
+                "{status}"
+            );
+            status == StatusCode::UNAUTHORIZED
+        },
+    )
+    .await;
 
     for child in [gw_b, gw_a, order, inventory, auth_b, auth_a] {
         sigterm_and_wait(child).await;
@@ -426,23 +425,25 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
     // The sale is created through inventory A; inventory B learns it from the catalog (and
     // gateways B and C learn it from inventory B).
     let sale_id = apis[0].open_sale(50, 2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let learned = tokio::time::Instant::now() + Duration::from_secs(10);
     for api in &apis[1..] {
-        loop {
-            let r = api
-                .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.0.0.1")
-                .send()
-                .await
-                .unwrap();
-            if r.status() == StatusCode::OK {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "inventory B never learned the sale"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            format!("inventory B to learn sale {sale_id} (through {})", api.addr),
+            learned.saturating_duration_since(tokio::time::Instant::now()),
+            || async {
+                let r = api
+                    .req(Method::GET, &format!("/api/v1/sales/{sale_id}"), "10.0.0.1")
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::OK {
+                    Ok(())
+                } else {
+                    Err(r.status())
+                }
+            },
+        )
+        .await;
     }
 
     // 60 shoppers × 3 keys, alternating gateways (so inventories), 32 at a time.
@@ -510,25 +511,27 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
     )
     .await
     .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (stored,): (i64,) = pool
-            .fetch_one(
-                "SELECT COUNT(*) FROM orders WHERE sale_id = ?",
-                &[sale_id.into()],
-            )
-            .await
-            .unwrap();
-        if stored == 50 {
-            break;
-        }
-        assert!(stored < 50, "{stored} orders for a stock of 50");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {stored} orders stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pool = &pool;
+    eventually(
+        "the 50 orders of the sale to be stored",
+        Duration::from_secs(10),
+        || async move {
+            let (stored,): (i64,) = pool
+                .fetch_one(
+                    "SELECT COUNT(*) FROM orders WHERE sale_id = ?",
+                    &[sale_id.into()],
+                )
+                .await
+                .unwrap();
+            assert!(stored <= 50, "{stored} orders for a stock of 50");
+            if stored == 50 {
+                Ok(())
+            } else {
+                Err(format!("{stored} stored"))
+            }
+        },
+    )
+    .await;
 
     // Gateway C never asked inventory B about a buy, yet knows the sale is sold out: with
     // inventory B stopped, its answer can only come from the pushed sold-out event.
@@ -557,19 +560,20 @@ async fn two_inventory_processes_on_one_redis_sell_exactly_the_stock() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = buy_via_c("after-restock").await.status();
-        if status.is_server_error() {
-            break;
-        }
-        assert_eq!(status, StatusCode::CONFLICT);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway C never heard the restock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "gateway C to hear the restock (and ask the stopped inventory B)",
+        Duration::from_secs(5),
+        || async {
+            let status = buy_via_c("after-restock").await.status();
+            if status.is_server_error() {
+                Ok(())
+            } else {
+                assert_eq!(status, StatusCode::CONFLICT);
+                Err(status)
+            }
+        },
+    )
+    .await;
 
     for child in [gw_c, gw_b, gw_a, order, inv_a, auth] {
         sigterm_and_wait(child).await;

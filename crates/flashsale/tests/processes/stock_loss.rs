@@ -5,9 +5,6 @@
 //!
 //! Other tests share the Redis server, so the loss is simulated by deleting this test's stock
 //! keys (its own prefix) rather than by a FLUSHALL.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::{
     collections::HashMap,
@@ -18,7 +15,8 @@ use std::{
     time::Duration,
 };
 
-use common::{ip, Backend, TestApp};
+use crate::common::{ip, Backend, TestApp};
+use flashsale_testkit::Eventually;
 use futures::{stream, StreamExt};
 use redis::AsyncCommands;
 use reqwest::StatusCode;
@@ -64,7 +62,14 @@ async fn rush(
             async move {
                 let mut out = Vec::new();
                 for key in keys {
-                    loop {
+                    // A careful client: while the sale is paused (503) or slow (504), back off
+                    // and retry the same key, until the rush's deadline.
+                    let answer = Eventually::new(
+                        format!("the sale to come back for buyer {n}"),
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
+                    )
+                    .every(Duration::from_millis(100))
+                    .until(|| async {
                         let r = app.buy(sale, &token, &ip(n), key).await;
                         let status = r.status();
                         if status == StatusCode::SERVICE_UNAVAILABLE
@@ -73,20 +78,15 @@ async fn rush(
                             if status == StatusCode::SERVICE_UNAVAILABLE {
                                 paused.fetch_add(1, Ordering::Relaxed);
                             }
-                            assert!(
-                                tokio::time::Instant::now() < deadline,
-                                "the sale never came back"
-                            );
-                            // Back off before retrying the same key.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
+                            return Err(status);
                         }
                         let body: serde_json::Value = r.json().await.unwrap();
                         let order = (status == StatusCode::ACCEPTED)
                             .then(|| body["order_id"].as_str().unwrap().to_owned());
-                        out.push((status, order));
-                        break;
-                    }
+                        Ok((status, order))
+                    })
+                    .await;
+                    out.push(answer);
                 }
                 out
             }
