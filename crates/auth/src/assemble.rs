@@ -7,15 +7,11 @@
 
 use std::sync::Arc;
 
+use flashsale_kernel::SharedClock;
 use flashsale_redis::SharedRedis;
 use flashsale_storage::Database;
 
-use crate::{
-    service::AuthError,
-    store::SqlUserStore,
-    token::TokenKeys,
-    AuthConfig, AuthService,
-};
+use crate::{service::AuthError, store::SqlUserStore, token::TokenKeys, AuthConfig, AuthService};
 
 /// What the auth service needs from the process that hosts it.
 #[derive(Debug, Clone)]
@@ -26,6 +22,8 @@ pub struct AuthParts {
     pub redis: SharedRedis,
     /// Token signing and verifying keys.
     pub keys: TokenKeys,
+    /// What time it is (when in-memory sessions expire).
+    pub clock: SharedClock,
 }
 
 /// The first admin, created or promoted at every start (`admin_email` / `admin_password`).
@@ -63,7 +61,7 @@ pub async fn assemble(
     parts: AuthParts,
     admin: Option<&FirstAdmin>,
 ) -> Result<AuthService, AssembleError> {
-    let sessions = config.sessions.open(&parts.redis).await?;
+    let sessions = config.sessions.open(&parts.redis, parts.clock).await?;
     let service = AuthService::new(
         config,
         Arc::new(SqlUserStore::new(parts.db)),

@@ -6,21 +6,51 @@
 //! The Redis-only cases at the end cover what only a shared store has: a data set lost under
 //! the service (new epoch) and several auth instances on one Redis.
 //!
-//! Timing is never slept on: waits poll a condition (or the clock) until a deadline.
+//! Time: the memory store runs on a [`ManualClock`] the cases move forward, so expiry is
+//! checked without waiting; Redis expires keys on its own clock, so there the cases really wait
+//! (polling a condition until a deadline, never a fixed sleep).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashSet,
-    future::Future,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, future::Future, time::Duration};
 
 use flashsale_auth::store::{
     MemorySessionStore, RedisSessionStore, Revocations, Role, Session, SessionStore,
 };
 use flashsale_redis::{testing::TestRedis, Redis};
 use flashsale_storage::now_ms;
+use flashsale_testkit::{eventually, ManualClock};
+
+/// The time a case sees: the memory store's manual clock, or the wall clock Redis keeps.
+#[derive(Clone)]
+enum Time {
+    /// Moved by hand (the memory store's clock).
+    Manual(ManualClock),
+    /// The wall clock (Redis's keys expire by it).
+    Real,
+}
+
+impl Time {
+    fn now_ms(&self) -> i64 {
+        match self {
+            Self::Manual(clock) => flashsale_kernel::Clock::now_ms(clock),
+            Self::Real => now_ms(),
+        }
+    }
+
+    /// Lets the time pass `ms` (Unix ms): at once on a manual clock, else waits for it.
+    async fn pass(&self, ms: i64) {
+        match self {
+            Self::Manual(clock) => {
+                let left = ms - flashsale_kernel::Clock::now_ms(clock);
+                clock.advance(Duration::from_millis(
+                    u64::try_from(left.max(0)).unwrap_or(0),
+                ));
+            }
+            Self::Real => wait_until_past(ms).await,
+        }
+    }
+}
 
 /// A live session expiring in a minute.
 fn session(jti: &str) -> Session {
@@ -38,22 +68,9 @@ fn session_until(jti: &str, expires_at_ms: i64) -> Session {
     }
 }
 
-/// Polls `cond` until it holds; panics after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until the wall clock is past `ms`.
 async fn wait_until_past(ms: i64) {
-    eventually(Duration::from_secs(10), "the clock", || async move {
+    eventually("the clock", Duration::from_secs(10), || async move {
         now_ms() > ms
     })
     .await;
@@ -74,7 +91,7 @@ async fn assert_positions<S: SessionStore>(store: &S, all: &[String]) {
 // The cases, shared by every backend.
 // ---------------------------------------------------------------------------------------------
 
-async fn put_get_round_trips_every_field<S: SessionStore + Clone>(store: S) {
+async fn put_get_round_trips_every_field<S: SessionStore + Clone>(store: S, _time: Time) {
     let customer = session("round-trip-customer");
     let admin = Session {
         jti: "round-trip-admin".into(),
@@ -99,16 +116,16 @@ async fn put_get_round_trips_every_field<S: SessionStore + Clone>(store: S) {
     assert_eq!(store.get(&replaced.jti).await.unwrap(), Some(replaced));
 }
 
-async fn unknown_session_is_none<S: SessionStore + Clone>(store: S) {
+async fn unknown_session_is_none<S: SessionStore + Clone>(store: S, _time: Time) {
     assert_eq!(store.get("no-such-session").await.unwrap(), None);
     store.put(session("known")).await.unwrap();
     assert_eq!(store.get("no-such-session").await.unwrap(), None);
     assert_eq!(store.get("").await.unwrap(), None);
 }
 
-async fn already_expired_session_is_absent<S: SessionStore + Clone>(store: S) {
+async fn already_expired_session_is_absent<S: SessionStore + Clone>(store: S, time: Time) {
     store
-        .put(session_until("expired", now_ms() - 1_000))
+        .put(session_until("expired", time.now_ms() - 1_000))
         .await
         .unwrap();
     assert_eq!(store.get("expired").await.unwrap(), None);
@@ -120,23 +137,34 @@ async fn already_expired_session_is_absent<S: SessionStore + Clone>(store: S) {
     assert_eq!((log.jtis.len(), log.last), (0, 0), "nothing was logged");
 }
 
-async fn session_expires_at_its_expiry<S: SessionStore + Clone>(store: S) {
-    // 5 s: the put and the first get below must both land before it, on a loaded machine too.
-    let expires_at_ms = now_ms() + 5_000;
+async fn session_expires_at_its_expiry<S: SessionStore + Clone>(store: S, time: Time) {
+    // 5 s: on Redis the put and the first get below must both land before it, on a loaded
+    // machine too (on the manual clock nothing moves until the case says so).
+    let expires_at_ms = time.now_ms() + 5_000;
     store
         .put(session_until("short", expires_at_ms))
         .await
         .unwrap();
     assert!(store.get("short").await.unwrap().is_some(), "live at first");
-    eventually(Duration::from_secs(15), "the session to expire", || {
-        let store = store.clone();
+    if let Time::Manual(clock) = &time {
+        // To the millisecond: live 1 ms before its expiry, gone at it.
+        time.pass(expires_at_ms - 1).await;
+        assert!(store.get("short").await.unwrap().is_some(), "expired early");
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            store.get("short").await.unwrap().is_none(),
+            "still live at its expiry"
+        );
+    }
+    eventually("the session to expire", Duration::from_secs(15), || {
+        let (store, time) = (store.clone(), time.clone());
         async move {
             let gone = store.get("short").await.unwrap().is_none();
             // Gone no earlier than its expiry (a few ms of timer granularity allowed).
             assert!(
-                !gone || now_ms() >= expires_at_ms - 20,
+                !gone || time.now_ms() >= expires_at_ms - 20,
                 "expired {} ms early",
-                expires_at_ms - now_ms()
+                expires_at_ms - time.now_ms()
             );
             gone
         }
@@ -146,7 +174,7 @@ async fn session_expires_at_its_expiry<S: SessionStore + Clone>(store: S) {
     assert_eq!(store.revocations(0).await.unwrap().last, 0);
 }
 
-async fn revoke_is_true_once<S: SessionStore + Clone>(store: S) {
+async fn revoke_is_true_once<S: SessionStore + Clone>(store: S, _time: Time) {
     store.put(session("once")).await.unwrap();
     store.put(session("other")).await.unwrap();
     assert!(store.revoke("once").await.unwrap());
@@ -162,7 +190,7 @@ async fn revoke_is_true_once<S: SessionStore + Clone>(store: S) {
     assert_eq!(log.last, 1);
 }
 
-async fn revocations_are_logged_in_order<S: SessionStore + Clone>(store: S) {
+async fn revocations_are_logged_in_order<S: SessionStore + Clone>(store: S, _time: Time) {
     let empty = store.revocations(0).await.unwrap();
     assert_eq!((empty.jtis.len(), empty.last), (0, 0));
     assert!(
@@ -190,10 +218,10 @@ async fn revocations_are_logged_in_order<S: SessionStore + Clone>(store: S) {
     assert!(store.get("b").await.unwrap().is_some());
 }
 
-async fn expired_revocations_leave_the_log<S: SessionStore + Clone>(store: S) {
+async fn expired_revocations_leave_the_log<S: SessionStore + Clone>(store: S, time: Time) {
     // 3 s: two puts, a revoke and a read of the log must all land before it, on a loaded
     // machine too (a revoke after the expiry finds nothing to revoke).
-    let short_expiry = now_ms() + 3_000;
+    let short_expiry = time.now_ms() + 3_000;
     store
         .put(session_until("short", short_expiry))
         .await
@@ -201,7 +229,7 @@ async fn expired_revocations_leave_the_log<S: SessionStore + Clone>(store: S) {
     store.put(session("long")).await.unwrap();
     assert!(store.revoke("short").await.unwrap());
     assert_eq!(store.revocations(0).await.unwrap().jtis, ["short"]);
-    wait_until_past(short_expiry + 1).await;
+    time.pass(short_expiry + 1).await;
     // The next revocation trims the ones whose sessions have expired anyway.
     assert!(store.revoke("long").await.unwrap());
     let log = store.revocations(0).await.unwrap();
@@ -209,7 +237,7 @@ async fn expired_revocations_leave_the_log<S: SessionStore + Clone>(store: S) {
     assert_eq!(log.last, 2, "positions are never reused");
 }
 
-async fn concurrent_revokes_log_each_session_once<S: SessionStore + Clone>(store: S) {
+async fn concurrent_revokes_log_each_session_once<S: SessionStore + Clone>(store: S, _time: Time) {
     let jtis: Vec<String> = (0..100).map(|i| format!("concurrent-{i}")).collect();
     for jti in &jtis {
         store.put(session(jti)).await.unwrap();
@@ -240,13 +268,13 @@ async fn concurrent_revokes_log_each_session_once<S: SessionStore + Clone>(store
 /// the case fails, whose panic is then passed on).
 async fn on_redis<F, Fut>(case: F)
 where
-    F: FnOnce(RedisSessionStore) -> Fut,
+    F: FnOnce(RedisSessionStore, Time) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Some(test) = TestRedis::start().await else {
         return;
     };
-    let outcome = tokio::spawn(case(RedisSessionStore::new(test.redis.clone()))).await;
+    let outcome = tokio::spawn(case(RedisSessionStore::new(test.redis.clone()), Time::Real)).await;
     test.cleanup().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
@@ -259,7 +287,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    super::$case(flashsale_auth::store::MemorySessionStore::new(10_000)).await;
+                    let clock = super::ManualClock::starting_now();
+                    let store = flashsale_auth::store::MemorySessionStore::with_clock(10_000, clock.shared());
+                    super::$case(store, super::Time::Manual(clock)).await;
                 }
             )*
         }

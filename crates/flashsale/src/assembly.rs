@@ -20,7 +20,7 @@ use flashsale_inventory::{
     assemble::{InventoryParts, Start},
     InventoryService,
 };
-use flashsale_kernel::Assembled;
+use flashsale_kernel::{Assembled, SharedClock, SystemClock};
 use flashsale_order::{assemble::OrderParts, release::StockReleaser, OrderService};
 use flashsale_redis::SharedRedis;
 use flashsale_storage::{Database, Durability};
@@ -38,6 +38,7 @@ pub struct Shared {
     db: OnceCell<Database>,
     keys: OnceCell<TokenKeys>,
     redis: SharedRedis,
+    clock: SharedClock,
     telemetry: Telemetry,
 }
 
@@ -50,6 +51,7 @@ impl Shared {
             dev,
             db: OnceCell::new(),
             keys: OnceCell::new(),
+            clock: SystemClock::shared(),
             telemetry,
         }
     }
@@ -80,6 +82,11 @@ impl Shared {
             .cloned()
     }
 
+    /// The process's clock.
+    pub fn clock(&self) -> SharedClock {
+        Arc::clone(&self.clock)
+    }
+
     /// The process's Redis handle (connects on first use by a backend that lives in Redis).
     pub fn redis(&self) -> SharedRedis {
         self.redis.clone()
@@ -100,6 +107,7 @@ pub async fn auth(shared: &Shared) -> Result<AuthService, StartupError> {
         db: shared.db().await?,
         redis: shared.redis(),
         keys: shared.keys().await?,
+        clock: shared.clock(),
     };
     Ok(flashsale_auth::assemble::assemble(&config.auth, parts, admin.as_ref()).await?)
 }
@@ -117,6 +125,7 @@ pub async fn inventory(
         orders: flashsale_order::held::held_stock(&config.order, db.clone()).await?,
         db,
         redis: shared.redis(),
+        clock: shared.clock(),
     };
     Ok(flashsale_inventory::assemble::assemble(&config.inventory, parts, start, shutdown).await?)
 }
@@ -131,6 +140,7 @@ pub async fn order(
     let parts = OrderParts {
         db: shared.db().await?,
         releaser,
+        clock: shared.clock(),
     };
     Ok(flashsale_order::assemble::assemble(&shared.config().order, parts, shutdown).await?)
 }
@@ -143,6 +153,7 @@ pub async fn gateway(shared: &Shared, upstreams: Upstreams) -> Result<AppState, 
         redis: shared.redis(),
         metrics: shared.telemetry().metrics.clone(),
         traces: shared.telemetry().traces.clone(),
+        clock: shared.clock(),
     };
     Ok(flashsale_gateway::assemble::assemble(&shared.config().gateway, parts).await?)
 }

@@ -114,24 +114,22 @@ pub fn host_grpc(
     let (reporter, health) = tonic_health::server::health_reporter();
     let serving = reporter.clone();
     let name = service.name;
-    let routes = service
-        .routes
-        .add_service(health)
-        .into_axum_router()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let body = metrics.render();
-                async move { ([(http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body) }
-            }),
-        );
+    let routes = service.routes.add_service(health).into_axum_router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = metrics.render();
+            async move { ([(http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], body) }
+        }),
+    );
     let Stops {
         server: server_shutdown,
         workers: workers_shutdown,
     } = stops;
     let stop = server_shutdown.clone();
     let server = tokio::spawn(async move {
-        serving.set_service_status(name, ServingStatus::Serving).await;
+        serving
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
         Server::builder()
             .tcp_nodelay(true)
             // Prometheus scrapes /metrics over HTTP/1.1; gRPC clients speak HTTP/2.
@@ -218,10 +216,17 @@ impl HostedGrpc {
         self.server_shutdown.cancel();
         match tokio::time::timeout(GRACE, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(service = self.name, error = %e, "gRPC server failed"),
-            Ok(Err(e)) => tracing::error!(service = self.name, error = %e, "gRPC server task failed"),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(service = self.name, error = %e, "gRPC server failed")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(service = self.name, error = %e, "gRPC server task failed")
+            }
             Err(_) => {
-                tracing::warn!(service = self.name, "gRPC server did not stop within the grace period");
+                tracing::warn!(
+                    service = self.name,
+                    "gRPC server did not stop within the grace period"
+                );
             }
         }
     }

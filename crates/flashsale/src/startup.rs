@@ -186,7 +186,13 @@ impl DevApp {
             let listener = bind("127.0.0.1:0").await?;
             let addr = local_addr(&listener)?;
             let service = registry_service(config, &stops);
-            hosted.push(host_grpc(listener, service, limit, metrics.clone(), stops.clone()));
+            hosted.push(host_grpc(
+                listener,
+                service,
+                limit,
+                metrics.clone(),
+                stops.clone(),
+            ));
             grpc_addrs.push(addr);
             Some(vec![addr.to_string()])
         } else {
@@ -217,11 +223,16 @@ impl DevApp {
                 local_addr(&order_l)?,
             ];
             let auth = assembly::auth(&shared).await?;
-            let inventory = assembly::inventory(&shared, Start::WithGateways, &stops.workers).await?;
+            let inventory =
+                assembly::inventory(&shared, Start::WithGateways, &stops.workers).await?;
             let releases = InventoryClient::new(client(Service::Inventory, &addrs[1].to_string())?);
             let order = assembly::order(&shared, Arc::new(releases), &stops.workers).await?;
             let services = [
-                (Service::Auth, auth_l, GrpcService::new(auth.into_server(), Workers::new())),
+                (
+                    Service::Auth,
+                    auth_l,
+                    GrpcService::new(auth.into_server(), Workers::new()),
+                ),
                 (
                     Service::Inventory,
                     inv_l,
@@ -289,7 +300,10 @@ pub struct ServiceApp {
 }
 
 enum Running {
-    Gateway { listener: TcpListener, state: AppState },
+    Gateway {
+        listener: TcpListener,
+        state: AppState,
+    },
     Grpc(HostedGrpc),
 }
 
@@ -337,7 +351,10 @@ impl ServiceApp {
             Service::Auth => {
                 let listener = bind(&listen_address(&s.auth)).await?;
                 let auth = assembly::auth(&shared).await?;
-                (listener, GrpcService::new(auth.into_server(), Workers::new()))
+                (
+                    listener,
+                    GrpcService::new(auth.into_server(), Workers::new()),
+                )
             }
             Service::Inventory => {
                 let listener = bind(&listen_address(&s.inventory)).await?;
@@ -349,7 +366,10 @@ impl ServiceApp {
                 let listener = bind(&listen_address(&s.order)).await?;
                 let releases = crate::discovery::inventory(config, &discovery_shutdown)?;
                 let order = assembly::order(&shared, Arc::new(releases), &stops.workers).await?;
-                (listener, GrpcService::new(order.service.into_server(), order.workers))
+                (
+                    listener,
+                    GrpcService::new(order.service.into_server(), order.workers),
+                )
             }
             Service::Registry => (
                 bind(&config.registry.addr).await?,

@@ -9,7 +9,7 @@ use axum::{
     routing::get,
     Router,
 };
-use flashsale_auth::token::TokenKeys;
+use flashsale_token::TokenKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower::{limit::GlobalConcurrencyLimitLayer, ServiceBuilder};

@@ -5,9 +5,10 @@
 //! limiters ([`flashsale_limits::LimitsBackend::open`]), and with `follow_stock_events` the
 //! gateway listens to the inventory's stock events on the same Redis.
 
-use flashsale_auth::token::TokenKeys;
+use flashsale_kernel::SharedClock;
 use flashsale_redis::SharedRedis;
 use flashsale_telemetry::span_buffer::SpanBuffer;
+use flashsale_token::TokenKeys;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::{upstream::Upstreams, AppState, GatewayConfig};
@@ -25,6 +26,8 @@ pub struct GatewayParts {
     pub metrics: PrometheusHandle,
     /// Recent spans served at `/debug/traces/{id}`, when kept.
     pub traces: Option<SpanBuffer>,
+    /// What time it is (rate-limit budgets in memory).
+    pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for GatewayParts {
@@ -53,7 +56,7 @@ pub async fn assemble(
     let limiter = config
         .limits
         .backend
-        .open(&parts.redis, config.limits.batch)
+        .open(&parts.redis, config.limits.batch, parts.clock)
         .await?;
     if config.insecure_skip_auth {
         tracing::warn!(

@@ -387,7 +387,7 @@ impl AuthUser {
 
     /// `insecure_skip_auth` (benchmarks only): the token's claims, unverified.
     async fn unverified(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let claims = flashsale_auth::token::TokenKeys::read_unverified(bearer(parts)?)
+        let claims = flashsale_token::TokenKeys::read_unverified(bearer(parts)?)
             .map_err(|_| ApiError::unauthorized("invalid token"))?;
         let user_id = claims
             .sub

@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod assemble;
 pub mod auth;
 pub mod batch;
 pub mod buy;

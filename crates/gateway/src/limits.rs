@@ -131,7 +131,7 @@ fn whole_seconds(wait: Duration) -> u64 {
 
 /// The account an email names, as a key that does not spell the email out.
 fn account_tag(email: &str) -> String {
-    let normalised = flashsale_auth::service::normalize_email(email)
+    let normalised = flashsale_kernel::credentials::normalize_email(email)
         .unwrap_or_else(|_| email.trim().to_lowercase());
     let digest = Sha256::digest(normalised.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()

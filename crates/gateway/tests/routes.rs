@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
-use flashsale_auth::token::{SigningKey, TokenKeys};
 use flashsale_gateway::{upstream::Upstreams, AppState, GatewayConfig};
+use flashsale_token::{SigningKey, TokenKeys};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::net::TcpListener;

@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flashsale_kernel::{held_stock::HeldStock, Assembled, Worker, Workers};
+use flashsale_kernel::{held_stock::HeldStock, Assembled, SharedClock, Worker, Workers};
 use flashsale_redis::SharedRedis;
 use flashsale_storage::Database;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ pub struct InventoryParts {
     pub redis: SharedRedis,
     /// The order side's record of which accepted orders hold stock.
     pub orders: Arc<dyn HeldStock>,
+    /// What time it is (which reservations are past their grace).
+    pub clock: SharedClock,
 }
 
 /// How the inventory comes up relative to the gateways that call it.
@@ -62,7 +64,7 @@ pub async fn assemble(
     shutdown: &CancellationToken,
 ) -> Result<Assembled<InventoryService>, AssembleError> {
     let stock = config.stock.open(&parts.redis).await?;
-    let catalog = Arc::new(SqlCatalog::new(parts.db, parts.orders));
+    let catalog = Arc::new(SqlCatalog::new(parts.db.clone(), Arc::clone(&parts.orders)));
     let grace = Duration::from_millis(config.reservation_grace_ms);
     let service = match start {
         Start::Alone => InventoryService::open_paused(catalog, stock, grace).await?,
@@ -73,7 +75,7 @@ pub async fn assemble(
     let mut workers = Workers::new();
     workers.push(Worker::adopt(
         "inventory.reconciler",
-        service.spawn_reconciler(config, shutdown.clone()),
+        service.spawn_reconciler(config, Arc::clone(&parts.clock), shutdown.clone()),
     ));
     if config.stock == StockBackend::Redis {
         workers.push(Worker::adopt(

@@ -86,9 +86,10 @@ pub async fn run(
     stock: Arc<dyn StockStore>,
     grace: Duration,
     interval: Duration,
+    clock: flashsale_kernel::SharedClock,
     shutdown: CancellationToken,
 ) {
-    flashsale_storage::periodic::every(interval, shutdown, || async {
+    flashsale_kernel::periodic::every(interval, shutdown, || async {
         match stock.unconfirmed(i64::MAX).await {
             Ok(open) => {
                 metrics::gauge!(flashsale_telemetry::metrics::RESERVATIONS_UNCONFIRMED)
@@ -96,8 +97,7 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "cannot count unconfirmed reservations"),
         }
-        if let Err(e) = reconcile_once(&*catalog, &*stock, flashsale_storage::now_ms(), grace).await
-        {
+        if let Err(e) = reconcile_once(&*catalog, &*stock, clock.now_ms(), grace).await {
             tracing::error!(error = %e, "stock reconciliation failed");
         }
     })

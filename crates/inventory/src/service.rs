@@ -178,6 +178,7 @@ impl InventoryService {
     pub fn spawn_reconciler(
         &self,
         config: &InventoryConfig,
+        clock: flashsale_kernel::SharedClock,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(crate::reconcile::run(
@@ -185,6 +186,7 @@ impl InventoryService {
             Arc::clone(&self.stock),
             Duration::from_millis(config.reservation_grace_ms),
             Duration::from_millis(config.reconcile_interval_ms.max(10)),
+            clock,
             shutdown,
         ))
     }

@@ -26,21 +26,40 @@ pub fn now_ms() -> i64 {
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch (the wall clock: it may step when the system's time
+    /// is corrected).
     fn now_ms(&self) -> i64;
+    /// Time since a fixed point of this clock (its creation); never goes backwards. For
+    /// intervals that must not jump with the wall clock, such as rate-limit budgets.
+    fn monotonic(&self) -> Duration;
 }
 
 /// A clock shared by every part of a service.
 pub type SharedClock = Arc<dyn Clock>;
 
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// The operating system's clocks: the wall clock, and a monotonic clock started with it.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    origin: std::time::Instant,
+}
 
 impl SystemClock {
-    /// The wall clock as a [`SharedClock`].
+    /// The system's clocks; the monotonic reading starts now.
+    pub fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// The system's clocks as a [`SharedClock`].
     pub fn shared() -> SharedClock {
-        Arc::new(Self)
+        Arc::new(Self::new())
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -48,12 +67,18 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         now_ms()
     }
+
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
 }
 
 /// A clock that moves only when told to; clones share one time.
 #[derive(Clone, Default)]
 pub struct ManualClock {
     now: Arc<AtomicI64>,
+    /// Microseconds the clock was advanced by in all (its monotonic reading).
+    advanced_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ManualClock {
@@ -61,6 +86,7 @@ impl ManualClock {
     pub fn at(now_ms: i64) -> Self {
         Self {
             now: Arc::new(AtomicI64::new(now_ms)),
+            advanced_us: Arc::default(),
         }
     }
 
@@ -69,13 +95,16 @@ impl ManualClock {
         Self::at(now_ms())
     }
 
-    /// Moves the time forward by `by`.
+    /// Moves both readings forward by `by` (the wall clock in whole milliseconds).
     pub fn advance(&self, by: Duration) {
-        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.now.fetch_add(by, Ordering::SeqCst);
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.now.fetch_add(ms, Ordering::SeqCst);
+        let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        self.advanced_us.fetch_add(us, Ordering::SeqCst);
     }
 
-    /// Sets the time (it may go backwards: that is how a test shows a clock step to code).
+    /// Sets the wall-clock reading (it may go backwards: that is how a test shows a clock step
+    /// to code); the monotonic reading does not move.
     pub fn set(&self, now_ms: i64) {
         self.now.store(now_ms, Ordering::SeqCst);
     }
@@ -98,6 +127,10 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.now.load(Ordering::SeqCst)
     }
+
+    fn monotonic(&self) -> Duration {
+        Duration::from_micros(self.advanced_us.load(Ordering::SeqCst))
+    }
 }
 
 #[cfg(test)]
@@ -111,14 +144,23 @@ mod tests {
         assert_eq!(shared.now_ms(), 1_000);
         clock.advance(Duration::from_secs(90));
         assert_eq!(shared.now_ms(), 91_000);
+        assert_eq!(shared.monotonic(), Duration::from_secs(90));
         clock.set(5);
         assert_eq!(clock.clone().now_ms(), 5);
+        assert_eq!(
+            shared.monotonic(),
+            Duration::from_secs(90),
+            "a wall step is not monotonic time"
+        );
     }
 
     #[test]
     fn the_system_clock_is_the_wall_clock() {
         let before = now_ms();
-        let seen = SystemClock.now_ms();
+        let clock = SystemClock::new();
+        let seen = clock.now_ms();
         assert!(seen >= before && seen - before < 60_000, "{before} {seen}");
+        let (a, b) = (clock.monotonic(), clock.monotonic());
+        assert!(b >= a);
     }
 }

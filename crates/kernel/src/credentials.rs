@@ -30,8 +30,18 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_shapes_checked() {
-        assert_eq!(normalize_email("  Ann@Example.COM "), Ok("ann@example.com".into()));
-        for bad in ["", "ann", "@example.com", "ann@", "a b@example.com", "a@b@c"] {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM "),
+            Ok("ann@example.com".into())
+        );
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());

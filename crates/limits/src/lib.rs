@@ -259,14 +259,16 @@ pub enum LimitsBackend {
 
 impl LimitsBackend {
     /// The limiter of this kind; the Redis one connects through `redis` (shared with the
-    /// process's other Redis users) and shares script calls as `batch` says.
+    /// process's other Redis users) and shares script calls as `batch` says; the memory one
+    /// refills budgets by `clock` (Redis by its own).
     pub async fn open(
         self,
         redis: &flashsale_redis::SharedRedis,
         batch: BatchConfig,
+        clock: flashsale_kernel::SharedClock,
     ) -> Result<Limiter, flashsale_redis::ConnectError> {
         Ok(match self {
-            Self::Memory => MemoryLimiter::new().into(),
+            Self::Memory => MemoryLimiter::with_clock(clock).into(),
             Self::Redis => RedisLimiter::new(redis.get().await?, batch).into(),
         })
     }

@@ -2,9 +2,12 @@
 //!
 //! One lock (rather than a sharded map) is what makes a multi-key decision atomic without lock
 //! ordering; the critical section is a few hash lookups, far below the cost of the request
-//! around it. Time is a monotonic clock in microseconds since the limiter was built.
+//! around it. Time is the monotonic reading of a [`flashsale_kernel::Clock`] in microseconds (the system's by
+//! default; tests move a [`flashsale_kernel::ManualClock`] instead of waiting for budgets to refill).
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc};
+
+use flashsale_kernel::{SharedClock, SystemClock};
 
 use parking_lot::Mutex;
 
@@ -17,7 +20,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
     tats: Arc<Mutex<HashMap<String, u64>>>,
-    origin: Instant,
+    clock: SharedClock,
 }
 
 impl Default for MemoryLimiter {
@@ -27,16 +30,21 @@ impl Default for MemoryLimiter {
 }
 
 impl MemoryLimiter {
-    /// An empty limiter.
+    /// An empty limiter on the system's clock.
     pub fn new() -> Self {
+        Self::with_clock(SystemClock::shared())
+    }
+
+    /// An empty limiter on `clock`.
+    pub fn with_clock(clock: SharedClock) -> Self {
         Self {
             tats: Arc::new(Mutex::new(HashMap::new())),
-            origin: Instant::now(),
+            clock,
         }
     }
 
     fn now_us(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+        u64::try_from(self.clock.monotonic().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Decides an attempt (see [`crate::Limiter::check`]).

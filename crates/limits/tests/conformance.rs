@@ -1,18 +1,40 @@
 //! One behavioural suite for every limiter backend: the in-process one always, the Redis one
 //! against the real server (under its own key prefix; skipped with a message when no Redis is
 //! reachable, a failure under `CI=true`).
+//!
+//! Time: the in-process limiter runs on a [`ManualClock`] that the suite moves forward, so a
+//! refill is checked to the microsecond without waiting; Redis keeps its own clock, so there
+//! the suite really waits (that Redis refills on its own time is what is tested).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{sync::Arc, time::Duration};
 
 use flashsale_limits::{Check, Decision, Limiter, MemoryLimiter, Rate, RedisLimiter};
 use flashsale_redis::testing::TestRedis;
+use flashsale_testkit::ManualClock;
+
+/// How a case lets time pass for the limiter under test.
+enum Time {
+    /// The in-process limiter's clock: moved by hand.
+    Manual(ManualClock),
+    /// Redis's own clock: a real wait.
+    Real,
+}
+
+impl Time {
+    async fn pass(&self, by: Duration) {
+        match self {
+            Self::Manual(clock) => clock.advance(by),
+            Self::Real => tokio::time::sleep(by).await,
+        }
+    }
+}
 
 fn allowed(d: Decision) -> bool {
     d == Decision::Allowed
 }
 
-async fn exactly_the_burst_passes(limiter: Limiter) {
+async fn exactly_the_burst_passes(limiter: Limiter, _: Time) {
     // 3 a minute: the 100 attempts below take far less than the 20 s a new unit needs, even on
     // a loaded machine (at 3/s, 100 round trips slower than 3.3 ms each let a fourth through).
     let rate = Rate::per_minute(3);
@@ -54,7 +76,7 @@ async fn exactly_the_burst_passes(limiter: Limiter) {
     ));
 }
 
-async fn a_refused_attempt_charges_nothing(limiter: Limiter) {
+async fn a_refused_attempt_charges_nothing(limiter: Limiter, _: Time) {
     let ip = Check {
         key: "ip:10.0.0.1",
         rate: Rate::per_minute(10),
@@ -81,7 +103,7 @@ async fn a_refused_attempt_charges_nothing(limiter: Limiter) {
     assert_eq!(passed, 9);
 }
 
-async fn a_rule_that_is_off_limits_nothing(limiter: Limiter) {
+async fn a_rule_that_is_off_limits_nothing(limiter: Limiter, _: Time) {
     let off = Check {
         key: "off",
         rate: Rate {
@@ -95,10 +117,10 @@ async fn a_rule_that_is_off_limits_nothing(limiter: Limiter) {
     assert!(allowed(limiter.check(&[]).await.unwrap()));
 }
 
-async fn the_budget_refills_at_the_rate(limiter: Limiter) {
-    // 5 per 10 s: one more every 2 s after the burst. Wide enough that the 10 checks of the
-    // burst, and the two checks after the wait, cannot straddle another refill on a loaded
-    // machine (at 5/s, 10 round trips slower than 20 ms each let a sixth through).
+async fn the_budget_refills_at_the_rate(limiter: Limiter, time: Time) {
+    // 5 per 10 s: one more every 2 s after the burst. On Redis the wait is real, so the rate
+    // is slow enough that the 10 checks of the burst, and the two checks after the wait, cannot
+    // straddle another refill on a loaded machine.
     let rate = Rate {
         limit: 5,
         period_ms: 10_000,
@@ -112,17 +134,28 @@ async fn the_budget_refills_at_the_rate(limiter: Limiter) {
         passed += usize::from(allowed(limiter.check(&check).await.unwrap()));
     }
     assert_eq!(passed, 5);
-    // Wait for the refill the limiter itself announces, then exactly one more passes.
+    // Let pass the time the limiter itself announces, then exactly one more passes.
     let Decision::Refused { retry_after } = limiter.check(&check).await.unwrap() else {
         panic!("burst exceeded");
     };
     assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(2));
-    tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
+    match time {
+        Time::Manual(_) => {
+            // To the microsecond: not a moment early.
+            time.pass(retry_after - Duration::from_micros(1)).await;
+            assert!(
+                !allowed(limiter.check(&check).await.unwrap()),
+                "refilled early"
+            );
+            time.pass(Duration::from_micros(1)).await;
+        }
+        Time::Real => time.pass(retry_after + Duration::from_millis(20)).await,
+    }
     assert!(allowed(limiter.check(&check).await.unwrap()));
     assert!(!allowed(limiter.check(&check).await.unwrap()));
 }
 
-async fn concurrent_attempts_never_exceed_the_burst(limiter: Limiter) {
+async fn concurrent_attempts_never_exceed_the_burst(limiter: Limiter, _: Time) {
     let limiter = Arc::new(limiter);
     let rate = Rate::per_minute(25);
     let tasks: Vec<_> = (0..64)
@@ -152,7 +185,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(flashsale_limits::Limiter::from(super::MemoryLimiter::new())).await;
+                    let clock = super::ManualClock::at(0);
+                    let limiter = super::MemoryLimiter::with_clock(clock.shared());
+                    super::$case(flashsale_limits::Limiter::from(limiter), super::Time::Manual(clock)).await;
                 }
             )*
         }
@@ -162,7 +197,7 @@ macro_rules! conformance {
                 async fn $case() {
                     let Some(test) = super::TestRedis::start().await else { return };
                     let limiter = super::RedisLimiter::new(test.redis.clone(), Default::default());
-                    super::$case(flashsale_limits::Limiter::from(limiter)).await;
+                    super::$case(flashsale_limits::Limiter::from(limiter), super::Time::Real).await;
                     test.cleanup().await;
                 }
             )*
@@ -175,7 +210,7 @@ macro_rules! conformance {
                     let Some(test) = super::TestRedis::start().await else { return };
                     let off = flashsale_limits::BatchConfig { max_size: 1, ..Default::default() };
                     let limiter = super::RedisLimiter::new(test.redis.clone(), off);
-                    super::$case(flashsale_limits::Limiter::from(limiter)).await;
+                    super::$case(flashsale_limits::Limiter::from(limiter), super::Time::Real).await;
                     test.cleanup().await;
                 }
             )*
@@ -220,7 +255,8 @@ async fn two_gateways_on_one_redis_share_a_budget() {
 
 #[tokio::test]
 async fn memory_prune_forgets_full_budgets_only() {
-    let limiter = MemoryLimiter::new();
+    let clock = ManualClock::at(0);
+    let limiter = MemoryLimiter::with_clock(clock.shared());
     let short = Rate {
         limit: 1,
         period_ms: 1,
@@ -234,15 +270,11 @@ async fn memory_prune_forgets_full_budgets_only() {
         rate: Rate::per_minute(1),
     }]);
     assert_eq!(limiter.len(), 2);
-    // Wait until the 1 ms key is back to a full budget, then prune.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        limiter.prune();
-        if limiter.len() == 1 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    limiter.prune();
+    assert_eq!(limiter.len(), 2, "both keys are still spent");
+    // The 1 ms key is back to a full budget 1 ms later; the minute-long one is not.
+    clock.advance(Duration::from_millis(1));
+    limiter.prune();
     assert_eq!(limiter.len(), 1, "only the minute-long key remains");
 }
 

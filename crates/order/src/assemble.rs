@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flashsale_kernel::{Assembled, Worker, Workers};
+use flashsale_kernel::{Assembled, SharedClock, Worker, Workers};
 use flashsale_storage::Database;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,8 @@ pub struct OrderParts {
     pub db: Database,
     /// Where cancelled and expired orders give their stock back (the inventory).
     pub releaser: Arc<dyn StockReleaser>,
+    /// What time it is (what is due to expire).
+    pub clock: SharedClock,
 }
 
 impl std::fmt::Debug for OrderParts {
@@ -72,6 +74,7 @@ pub async fn assemble(
                 Arc::clone(&store),
                 Arc::clone(&parts.releaser),
                 Duration::from_millis(config.expiry_interval_ms.max(10)),
+                Arc::clone(&parts.clock),
                 shutdown.clone(),
             ),
         ),

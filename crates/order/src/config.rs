@@ -134,11 +134,15 @@ mod tests {
     #[test]
     fn batch_sizes_and_the_publish_timeout_are_checked() {
         assert!(OrderConfig::default().check().is_ok());
-        let mut config = OrderConfig::default();
-        config.journal_batch_max = 10_000;
+        let config = OrderConfig {
+            journal_batch_max: 10_000,
+            ..OrderConfig::default()
+        };
         assert!(config.check().is_err());
-        let mut config = OrderConfig::default();
-        config.batch_max = 0;
+        let config = OrderConfig {
+            batch_max: 0,
+            ..OrderConfig::default()
+        };
         assert!(config.check().is_err());
         let mut config = OrderConfig::default();
         config.nats.publish_timeout_ms = 9_500;

@@ -18,15 +18,16 @@ use crate::{
 /// Most orders handled per sweep step.
 const SWEEP_LIMIT: i64 = 1000;
 
-/// Runs the sweeper until `shutdown` is cancelled.
+/// Runs the sweeper until `shutdown` is cancelled; `clock` says what is due.
 pub async fn run(
     store: Arc<dyn OrderStore>,
     releaser: Arc<dyn StockReleaser>,
     interval: Duration,
+    clock: flashsale_kernel::SharedClock,
     shutdown: CancellationToken,
 ) {
-    flashsale_storage::periodic::every(interval, shutdown, || async {
-        if let Err(e) = sweep(&*store, &*releaser, flashsale_storage::now_ms()).await {
+    flashsale_kernel::periodic::every(interval, shutdown, || async {
+        if let Err(e) = sweep(&*store, &*releaser, clock.now_ms()).await {
             tracing::error!(error = %e, "expiry sweep failed");
         }
     })

@@ -4,6 +4,10 @@
 //! a live session appends it to an in-memory revocation log at the next position; an entry is
 //! kept until the revoked session would have expired anyway. The epoch is the moment the store
 //! was built, so a restarted auth process reports a new epoch and gateways drop their caches.
+//!
+//! Whether a session is live is decided by the store's [`flashsale_kernel::Clock`] (the system's by default; tests
+//! move a [`flashsale_kernel::ManualClock`]); the cache evicts by the system's time, which only
+//! frees memory.
 
 use std::{
     collections::VecDeque,
@@ -12,6 +16,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use flashsale_kernel::{SharedClock, SystemClock};
 use moka::{sync::Cache, Expiry};
 use parking_lot::Mutex;
 
@@ -24,6 +29,7 @@ pub struct MemorySessionStore {
     sessions: Cache<String, Session>,
     log: Arc<Mutex<RevocationLog>>,
     epoch_ms: i64,
+    clock: SharedClock,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +47,7 @@ impl std::fmt::Debug for MemorySessionStore {
     }
 }
 
-struct UntilExpiry;
+struct UntilExpiry(SharedClock);
 
 impl Expiry<String, Session> for UntilExpiry {
     fn expire_after_create(
@@ -50,21 +56,27 @@ impl Expiry<String, Session> for UntilExpiry {
         value: &Session,
         _now: Instant,
     ) -> Option<Duration> {
-        let left = value.expires_at_ms - flashsale_storage::now_ms();
+        let left = value.expires_at_ms - self.0.now_ms();
         Some(Duration::from_millis(u64::try_from(left).unwrap_or(0)))
     }
 }
 
 impl MemorySessionStore {
-    /// An empty store holding at most `capacity` sessions.
+    /// An empty store holding at most `capacity` sessions, on the system's clock.
     pub fn new(capacity: u64) -> Self {
+        Self::with_clock(capacity, SystemClock::shared())
+    }
+
+    /// An empty store holding at most `capacity` sessions, on `clock`.
+    pub fn with_clock(capacity: u64, clock: SharedClock) -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(UntilExpiry)
+                .expire_after(UntilExpiry(Arc::clone(&clock)))
                 .build(),
             log: Arc::new(Mutex::new(RevocationLog::default())),
-            epoch_ms: flashsale_storage::now_ms(),
+            epoch_ms: clock.now_ms(),
+            clock,
         }
     }
 }
@@ -86,11 +98,11 @@ impl SessionStore for MemorySessionStore {
         Ok(self
             .sessions
             .get(jti)
-            .filter(|s| s.expires_at_ms > flashsale_storage::now_ms()))
+            .filter(|s| s.expires_at_ms > self.clock.now_ms()))
     }
 
     async fn revoke(&self, jti: &str) -> Result<bool, StoreError> {
-        let now = flashsale_storage::now_ms();
+        let now = self.clock.now_ms();
         // An expired session the cache has not evicted yet is as gone as an unknown one (and
         // as in Redis, where the key has expired): nothing to revoke, nothing to log.
         let Some(session) = self.sessions.remove(jti).filter(|s| s.expires_at_ms > now) else {

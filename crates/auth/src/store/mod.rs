@@ -126,12 +126,14 @@ pub trait SessionStore: Send + Sync + 'static {
 impl crate::config::SessionBackend {
     /// The session store of this kind; the Redis one connects through `redis` (shared with the
     /// process's other Redis users).
+    /// The memory store decides expiry by `clock` (Redis by its own).
     pub async fn open(
         self,
         redis: &flashsale_redis::SharedRedis,
+        clock: flashsale_kernel::SharedClock,
     ) -> Result<std::sync::Arc<dyn SessionStore>, flashsale_redis::ConnectError> {
         Ok(match self {
-            Self::Memory => std::sync::Arc::new(MemorySessionStore::default()),
+            Self::Memory => std::sync::Arc::new(MemorySessionStore::with_clock(10_000_000, clock)),
             Self::Redis => std::sync::Arc::new(RedisSessionStore::new(redis.get().await?)),
         })
     }

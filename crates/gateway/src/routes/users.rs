@@ -29,8 +29,9 @@ pub async fn register(
     ctx: CallContext,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<RegistrationAccepted>), ApiError> {
-    let email = flashsale_auth::service::normalize_email(&body.email).map_err(ApiError::invalid)?;
-    flashsale_auth::service::check_password(&body.password).map_err(ApiError::invalid)?;
+    let email =
+        flashsale_kernel::credentials::normalize_email(&body.email).map_err(ApiError::invalid)?;
+    flashsale_kernel::credentials::check_password(&body.password).map_err(ApiError::invalid)?;
     state.limits.check_register(client.ip).await?;
     let mut auth = state.upstreams.auth.clone();
     let reply = ctx
