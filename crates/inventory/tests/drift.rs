@@ -392,7 +392,10 @@ async fn a_clean_sale_reports_no_change(backend: Arc<Backend>) {
 /// 100 are sold, nobody above 2, `remaining` never below zero, and the end state is clean.
 async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone())));
+    let catalog = Arc::new(SqlCatalog::new(
+        pool.clone(),
+        JournalHeld::shared(pool.clone()),
+    ));
     let stock = backend.store();
     let sale = open_sale(&catalog, 100, 2).await;
     assert!(stock.load(&sale, &[]).await.unwrap());
@@ -443,6 +446,7 @@ async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
                 .await
                 .unwrap();
                 passes += 1;
+                // Pacing, not synchronisation: a reconciler pass every 5 ms during the rush.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             passes
@@ -463,7 +467,8 @@ async fn reconciling_during_a_rush_never_oversells(backend: Arc<Backend>) {
                     let id = order(u128::from(i.unsigned_abs()));
                     match reserve_at(&*stock, sale.id, id, user, 1, now_ms()).await {
                         ReserveOutcome::Reserved => {
-                            // The gateway's hop to the order journal.
+                            // The gateway's hop to the order journal (a simulated
+                            // latency, part of the scenario, not a wait for anything).
                             tokio::time::sleep(Duration::from_millis(i.unsigned_abs() % 20)).await;
                             queued(&pool, id, sale.id, user, 1).await;
                             sold.fetch_add(1, Ordering::SeqCst);

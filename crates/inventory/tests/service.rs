@@ -22,6 +22,7 @@ use flashsale_proto::inventory::{
 };
 use flashsale_redis::testing::TestRedis;
 use flashsale_storage::now_ms;
+use flashsale_testkit::eventually;
 use futures::StreamExt;
 use redis::AsyncCommands;
 
@@ -133,7 +134,10 @@ async fn unknown_sale_ids_never_reach_redis() {
 /// then rebuilt counting the orders the database (here: the queue journal) holds.
 async fn a_restarted_inventory_pauses_untracked_sales(stock: Arc<dyn StockStore>) {
     let (_dir, pool) = database().await;
-    let catalog = Arc::new(SqlCatalog::new(pool.clone(), JournalHeld::shared(pool.clone())));
+    let catalog = Arc::new(SqlCatalog::new(
+        pool.clone(),
+        JournalHeld::shared(pool.clone()),
+    ));
     let sale = catalog.create(&open_sale(2)).await.unwrap();
     // An order the previous inventory process reserved, already in the journal.
     sqlx::query(
@@ -161,15 +165,20 @@ async fn a_restarted_inventory_pauses_untracked_sales(stock: Arc<dyn StockStore>
         .await
         .unwrap_err();
     assert_eq!(paused.code(), tonic::Code::Unavailable);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let reply = loop {
-        match service.reserve(tonic::Request::new(reserve(2))).await {
-            Ok(reply) => break reply.into_inner(),
-            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable),
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never rebuilt");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let reply = eventually(
+        "the sale to be rebuilt",
+        Duration::from_secs(15),
+        || async {
+            match service.reserve(tonic::Request::new(reserve(2))).await {
+                Ok(reply) => Ok(reply.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Unavailable);
+                    Err(status)
+                }
+            }
+        },
+    )
+    .await;
     // One of the two units was already taken by the journaled order.
     assert_eq!(reply.outcome, i32::from(PbOutcome::Reserved));
     assert_eq!(reply.remaining, 0);

@@ -22,6 +22,7 @@ use flashsale_order::{
     testing::TestNats,
 };
 use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
+use flashsale_testkit::eventually;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -71,19 +72,19 @@ async fn deliver_until(queue: &dyn OrderQueue, until: &str) -> Vec<OrderRequest>
     got
 }
 
-/// Polls `find` until it answers `present`.
+/// Waits until `find` answers `present` (and then the very request).
 async fn wait_found(queue: &dyn OrderQueue, r: &OrderRequest, present: bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = queue.find(r.user_id, &r.order_id).await.unwrap();
-        if found.is_some() == present {
-            if let Some(found) = found {
-                assert_eq!(&found, r);
-            }
-            return;
-        }
-        assert!(Instant::now() < deadline, "find never answered {present}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let found = eventually(
+        format!("find({}) to answer present = {present}", r.order_id),
+        WAIT,
+        || async {
+            let found = queue.find(r.user_id, &r.order_id).await.unwrap();
+            (found.is_some() == present).then_some(found)
+        },
+    )
+    .await;
+    if let Some(found) = found {
+        assert_eq!(&found, r);
     }
 }
 
@@ -297,20 +298,20 @@ async fn nats_redelivery_makes_one_order(t: TestDatabase) {
         60_000,
         shutdown.clone(),
     ));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stored = t.scalar("SELECT COUNT(*) FROM orders").await;
-        let queued = queue.find_for_user(1, 10).await.unwrap().len();
-        if stored == all.len() as i64 && queued == 0 && queue.depth() == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not drained: {stored} orders, lag {}",
-            queue.depth()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the restarted consumer to drain the queue",
+        WAIT,
+        || async {
+            let stored = t.scalar("SELECT COUNT(*) FROM orders").await;
+            let queued = queue.find_for_user(1, 10).await.unwrap().len();
+            if stored == all.len() as i64 && queued == 0 && queue.depth() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{stored} orders, lag {}", queue.depth()))
+            }
+        },
+    )
+    .await;
     shutdown.cancel();
     consumer.await.unwrap();
     let twice_rows = t
@@ -327,22 +328,23 @@ async fn nats_redelivery_makes_one_order(t: TestDatabase) {
         .collect();
     let expected: HashSet<String> = all.iter().map(|r| r.order_id.clone()).collect();
     assert_eq!(stored, expected);
-    assert!(nats_queue_is_empty(&nats).await);
+    nats_queue_empties(&nats).await;
     nats.cleanup().await;
 }
 
-async fn nats_queue_is_empty(nats: &TestNats) -> bool {
+/// Waits until nothing is left in the test's stream.
+async fn nats_queue_empties(nats: &TestNats) {
     let stream = flashsale_order::queue::nats::NatsStream::connect(&nats.config)
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if stream.queued().await.unwrap().is_empty() {
-            return true;
+    let stream = &stream;
+    eventually("the NATS stream to be empty", WAIT, || async move {
+        let queued = stream.queued().await.unwrap().len();
+        if queued == 0 {
+            Ok(())
+        } else {
+            Err(format!("{queued} requests queued"))
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }

@@ -43,7 +43,8 @@ fn verdict(ci: bool, server: &str, error: &dyn Display, remedy: &str) -> Verdict
 /// server: "set FLASHSALE_TEST_REDIS_URL"). The caller skips the test when this returns.
 ///
 /// # Panics
-/// Under `CI=true`, always.
+/// Under `CI=true`, always (reported at the caller's line).
+#[track_caller]
 pub fn skip_or_fail(server: &str, error: &dyn Display, remedy: &str) {
     match verdict(under_ci(), server, error, remedy) {
         Verdict::Fail(message) => panic!("{message}"),
@@ -55,7 +56,8 @@ pub fn skip_or_fail(server: &str, error: &dyn Display, remedy: &str) {
 /// applying [`skip_or_fail`] to its error.
 ///
 /// # Panics
-/// Under `CI=true` when `attempt` failed.
+/// Under `CI=true` when `attempt` failed (reported at the caller's line).
+#[track_caller]
 pub fn required<T, E: Display>(server: &str, attempt: Result<T, E>, remedy: &str) -> Option<T> {
     match attempt {
         Ok(value) => Some(value),
