@@ -22,6 +22,7 @@ use flashsale_proto::inventory::{
     inventory_server::{Inventory, InventoryServer},
 };
 use flashsale_registry::deadline::parse_grpc_timeout;
+use flashsale_testkit::eventually;
 use parking_lot::Mutex;
 use tokio::{net::TcpListener, time::Instant};
 use tonic::{
@@ -161,12 +162,9 @@ async fn start(config: GatewayConfig) -> (SocketAddr, SlowInventory) {
     (addr, inventory)
 }
 
+/// Waits (5 s at most) until `ok` holds.
 async fn poll_until(what: &str, ok: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(what, Duration::from_secs(5), || std::future::ready(ok())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
