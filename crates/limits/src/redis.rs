@@ -11,6 +11,10 @@
 //! for every gateway. Lua numbers are doubles: microseconds since 1970 (~1.8e15) are exact
 //! below 2^53, and values are written with `%.0f` so they never turn into `1.8e+15` strings.
 //!
+//! The script is `redis/gcra.lua` (compiled in; its header says what it reads and answers). It
+//! answers an allowed attempt with `ALLOWED`, a name defined in Rust ([`ALLOWED`]) and
+//! prepended to the script as `local ALLOWED = …`, never with a bare number.
+//!
 //! The script touches several keys, so with Redis Cluster they would need one hash slot; the
 //! limiter is meant for a single Redis (or a primary with replicas).
 
@@ -22,58 +26,26 @@ use redis::Script;
 
 use crate::{Check, Decision, LimitError};
 
-const GCRA_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = {}
-local dirty = {}
-local answers = {}
-local k = 1
-local a = 2
-for attempt = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  local new = {}
-  local wait = 0
-  for i = 1, n do
-    local key = KEYS[k]
-    k = k + 1
-    local interval = tonumber(ARGV[a])
-    local period = tonumber(ARGV[a + 1])
-    a = a + 2
-    local cur = new[key] or tat[key]
-    if not cur then
-      local stored = redis.call('GET', key)
-      cur = now
-      if stored then cur = tonumber(stored) end
-      tat[key] = cur
-    end
-    if cur < now then cur = now end
-    local nt = cur + interval
-    local ahead = nt - now
-    if ahead > period then
-      if ahead - period > wait then wait = ahead - period end
-    else
-      new[key] = nt
-    end
-  end
-  if wait > 0 then
-    answers[attempt] = math.ceil(wait)
-  else
-    for key, nt in pairs(new) do
-      tat[key] = nt
-      dirty[key] = true
-    end
-    answers[attempt] = 0
-  end
-end
-for key in pairs(dirty) do
-  local ttl = math.ceil((tat[key] - now) / 1000)
-  if ttl < 1 then ttl = 1 end
-  redis.call('SET', key, string.format('%.0f', tat[key]), 'PX', string.format('%.0f', ttl))
-end
-return answers
-";
+/// The limiter's script (see its header): per attempt [`ALLOWED`] or the wait in µs.
+const GCRA_SCRIPT: &str = include_str!("redis/gcra.lua");
+
+/// The script's answer for an attempt it allowed (and charged); any other answer is the wait,
+/// in µs, until the attempt would pass.
+const ALLOWED: i64 = 0;
+
+/// The answers the script gives by name, as Lua sees them: defined here, once.
+const CODES: &[(&str, i64)] = &[("ALLOWED", ALLOWED)];
+
+/// The script's full text: a `local NAME = value` line per [`CODES`] entry, then
+/// [`GCRA_SCRIPT`]. A pure function of this build, so the script's SHA1 is too.
+fn script_text() -> String {
+    let mut text: String = CODES
+        .iter()
+        .map(|(name, value)| format!("local {name} = {value}\n"))
+        .collect();
+    text.push_str(GCRA_SCRIPT);
+    text
+}
 
 /// One attempt as the script reads it: every rule's key, interval and period (µs).
 type Attempt = Vec<(String, u64, u64)>;
@@ -100,10 +72,9 @@ impl Batch for Attempts {
                     invocation.key(key).arg(interval_us).arg(period_us);
                 }
             }
-            // Lua numbers come back as integer replies: the wait in µs per attempt, 0 when
-            // allowed.
-            match invocation.invoke_async::<Vec<u64>>(&mut conn).await {
-                Ok(waits) => waits.into_iter().map(|w| Ok(decision(w))).collect(),
+            // Lua numbers come back as integer replies: per attempt, ALLOWED or the wait in µs.
+            match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
+                Ok(answers) => answers.into_iter().map(decision).collect(),
                 Err(e) => attempts
                     .iter()
                     .map(|_| Err(LimitError::Redis(e.clone())))
@@ -117,13 +88,21 @@ impl Batch for Attempts {
     }
 }
 
-fn decision(wait_us: u64) -> Decision {
-    if wait_us == 0 {
-        Decision::Allowed
-    } else {
-        Decision::Refused {
+/// The script's answer for one attempt as a decision: [`ALLOWED`], or a wait (µs, > 0); any
+/// other answer is an error.
+fn decision(answer: i64) -> Result<Decision, LimitError> {
+    if answer == ALLOWED {
+        return Ok(Decision::Allowed);
+    }
+    match u64::try_from(answer) {
+        Ok(wait_us) => Ok(Decision::Refused {
             retry_after: Duration::from_micros(wait_us),
-        }
+        }),
+        Err(_) => Err(LimitError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::UnexpectedReturnType,
+            "the limiter script answered neither ALLOWED nor a wait",
+            answer.to_string(),
+        )))),
     }
 }
 
@@ -149,7 +128,7 @@ impl RedisLimiter {
     /// concurrent decisions as `batch` says. Call it on a tokio runtime (it starts the
     /// batching task).
     pub fn new(redis: Redis, batch: BatchConfig) -> Self {
-        let script = Arc::new(Script::new(GCRA_SCRIPT));
+        let script = Arc::new(Script::new(&script_text()));
         let attempts = (batch.max_size > 1).then(|| {
             Batcher::spawn(
                 Attempts {
@@ -218,5 +197,42 @@ impl RedisLimiter {
             .await;
         answers.resize_with(count, Attempts::lost);
         answers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_answers_by_names_its_preamble_declares() {
+        let text = script_text();
+        for (name, value) in CODES {
+            let line = format!("local {name} = {value}\n");
+            assert!(text.starts_with(&line), "{name} missing from the preamble");
+            assert!(
+                GCRA_SCRIPT.contains(&format!("= {name}\n")),
+                "the script never answers {name}"
+            );
+        }
+        assert!(text.ends_with(GCRA_SCRIPT));
+        assert!(
+            !GCRA_SCRIPT.contains("answers[attempt] = 0"),
+            "an answer given as a bare number"
+        );
+        for part in ["-- gcra: ", "-- KEYS: ", "-- ARGV: ", "-- Returns "] {
+            assert!(GCRA_SCRIPT.contains(part), "the header lacks {part:?}");
+        }
+    }
+
+    #[test]
+    fn answers_decode_and_an_unknown_one_is_an_error() {
+        assert!(matches!(decision(ALLOWED), Ok(Decision::Allowed)));
+        assert!(matches!(
+            decision(7),
+            Ok(Decision::Refused { retry_after }) if retry_after == Duration::from_micros(7)
+        ));
+        assert!(matches!(decision(-1), Err(LimitError::Redis(_))));
+        assert!(matches!(decision(i64::MIN), Err(LimitError::Redis(_))));
     }
 }
