@@ -16,6 +16,11 @@
 //! instances revoking the same session at once get exactly one `true`, and positions are
 //! handed out without gaps or duplicates.
 //!
+//! The scripts are the `.lua` files in `redis/` (compiled in; each file's header says what it
+//! does, its KEYS and ARGV and its answer). They answer outcomes by name (`REVOKED`,
+//! `NOT_LIVE`, …): the codes are defined once, here, and each script runs after a
+//! `local NAME = code` preamble built from them.
+//!
 //! The epoch is created (SET NX) by whichever script first finds it missing — after a FLUSHALL
 //! or a restart of a Redis without persistence — which also restarts the log. Gateways see the
 //! new epoch at their next poll and drop their caches: the sessions they hold are gone.
@@ -34,79 +39,59 @@ pub const DEFAULT_PAGE_LIMIT: usize = 10_000;
 /// Most stale revocations one `revoke` trims from the log (bounds the script's run time).
 const TRIM_PER_REVOKE: usize = 1_000;
 
-/// Lua shared by every script: makes sure the epoch exists and returns it.
-///
-/// KEYS: 1 epoch, 2 sequence, 3 log, 4 log by expiry. ARGV[1]: the caller's now (Unix ms).
-///
-/// The epoch's value is the caller's clock (ARGV), not Redis `TIME`: the scripts stay
-/// deterministic (safe under verbatim script replication and AOF on every Redis version, no
-/// `redis.replicate_commands()` needed), and the epoch, the session expiries and the "is this
-/// revocation stale" cut-off all come from the same clock — the auth instances' — as in
-/// [`super::MemorySessionStore`]. A missing epoch means a new data set, so any leftover log is
-/// dropped with it: gateways restart from position 0 of a new epoch.
-const ENSURE_EPOCH: &str = r"
-local function ensure_epoch()
-  local epoch = redis.call('GET', KEYS[1])
-  if not epoch then
-    epoch = ARGV[1]
-    redis.call('SET', KEYS[1], epoch, 'NX')
-    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  end
-  return epoch
-end
-";
+/// Lua shared by every script: the function `ensure_epoch`, which makes sure the epoch exists
+/// and returns it (its value is the caller's clock, not Redis `TIME`; see the file's header).
+const ENSURE_EPOCH: &str = include_str!("redis/ensure_epoch.lua");
 
-/// Stores a session. KEYS: 1-4 as [`ENSURE_EPOCH`], 5 the session.
-/// ARGV: 1 now, 2 user, 3 role, 4 ip hash, 5 user-agent hash, 6 expiry (Unix ms).
-const PUT: &str = r"
-ensure_epoch()
-redis.call('DEL', KEYS[5])
-redis.call('HSET', KEYS[5], 'user', ARGV[2], 'role', ARGV[3], 'ip', ARGV[4], 'ua', ARGV[5],
-  'exp', ARGV[6])
-redis.call('PEXPIREAT', KEYS[5], ARGV[6])
-return 1
-";
+/// Stores a session: [`STORED`].
+const PUT: &str = include_str!("redis/put.lua");
 
-/// Revokes a live session and logs it; 1 when it was live, else 0.
-/// KEYS: 1-4 as [`ENSURE_EPOCH`], 5 the session. ARGV: 1 now, 2 jti, 3 most stale entries
-/// trimmed per call (bounds the script's run time; the rest goes with the next revocations).
-const REVOKE: &str = r"
-ensure_epoch()
-local exp = redis.call('HGET', KEYS[5], 'exp')
-if not exp or tonumber(exp) <= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('DEL', KEYS[5])
-local position = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[3], position, ARGV[2])
-redis.call('ZADD', KEYS[4], exp, ARGV[2])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, jti in ipairs(stale) do
-  redis.call('ZREM', KEYS[3], jti)
-  redis.call('ZREM', KEYS[4], jti)
-end
-return 1
-";
+/// Revokes a live session and logs it: [`REVOKED`] or [`NOT_LIVE`].
+const REVOKE: &str = include_str!("redis/revoke.lua");
 
-/// A page of the log: `{epoch, last, {jti, ...}}`.
-/// KEYS: 1-4 as [`ENSURE_EPOCH`]. ARGV: 1 now, 2 after, 3 page limit.
-const REVOCATIONS: &str = r"
-local epoch = ensure_epoch()
-local limit = tonumber(ARGV[3])
-local page = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf', 'WITHSCORES',
-  'LIMIT', 0, limit)
-local jtis = {}
-for i = 1, #page, 2 do
-  jtis[#jtis + 1] = page[i]
-end
-local last
-if #jtis >= limit then
-  last = page[#page]
-else
-  last = redis.call('GET', KEYS[2]) or '0'
-end
-return {epoch, last, jtis}
-";
+/// A page of the revocation log: `{epoch, last, {jti, ...}}`.
+const REVOCATIONS: &str = include_str!("redis/revocations.lua");
+
+/// `put.lua`'s answer: the session is stored (the store does not read it).
+const STORED: i64 = 1;
+
+/// `revoke.lua`'s answer when the session was not live (unknown, expired or revoked already).
+const NOT_LIVE: i64 = 0;
+
+/// `revoke.lua`'s answer when it revoked a live session.
+const REVOKED: i64 = 1;
+
+/// The codes `put.lua` answers with, by their Lua name.
+const PUT_CODES: &[(&str, i64)] = &[("STORED", STORED)];
+
+/// The codes `revoke.lua` answers with, by their Lua name.
+const REVOKE_CODES: &[(&str, i64)] = &[("NOT_LIVE", NOT_LIVE), ("REVOKED", REVOKED)];
+
+/// A script's full text: a `local NAME = code` line per entry of `codes` (so the Lua answers
+/// by name), [`ENSURE_EPOCH`], then `body`. A pure function of this build, so the script's
+/// SHA1 is too.
+fn script_text(codes: &[(&str, i64)], body: &str) -> String {
+    let mut text: String = codes
+        .iter()
+        .map(|(name, code)| format!("local {name} = {code}\n"))
+        .collect();
+    text.push_str(ENSURE_EPOCH);
+    text.push_str(body);
+    text
+}
+
+/// `revoke.lua`'s answer: whether it revoked a live session; an unknown code is an error.
+fn revoked(code: i64) -> Result<bool, StoreError> {
+    match code {
+        REVOKED => Ok(true),
+        NOT_LIVE => Ok(false),
+        other => Err(StoreError::Redis(::redis::RedisError::from((
+            ::redis::ErrorKind::UnexpectedReturnType,
+            "the revoke script answered an unknown outcome code",
+            other.to_string(),
+        )))),
+    }
+}
 
 /// The compiled scripts (their SHA1s are computed once, here).
 #[derive(Debug)]
@@ -149,7 +134,6 @@ impl RedisSessionStore {
     /// A store over `redis`, its keys under the handle's prefix. Auth instances given the same
     /// server and prefix share sessions, revocations and epoch.
     pub fn new(redis: Redis) -> Self {
-        let script = |body: &str| Script::new(&format!("{ENSURE_EPOCH}{body}"));
         Self {
             keys: Arc::new(Keys {
                 epoch: redis.key("epoch"),
@@ -158,9 +142,9 @@ impl RedisSessionStore {
                 log_exp: redis.key("revocations:exp"),
             }),
             scripts: Arc::new(Scripts {
-                put: script(PUT),
-                revoke: script(REVOKE),
-                revocations: script(REVOCATIONS),
+                put: Script::new(&script_text(PUT_CODES, PUT)),
+                revoke: Script::new(&script_text(REVOKE_CODES, REVOKE)),
+                revocations: Script::new(&script_text(&[], REVOCATIONS)),
             }),
             redis,
             page_limit: DEFAULT_PAGE_LIMIT,
@@ -243,7 +227,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn revoke(&self, jti: &str) -> Result<bool, StoreError> {
         let k = &self.keys;
-        let revoked: i64 = self
+        let code: i64 = self
             .scripts
             .revoke
             .key(&k.epoch)
@@ -256,7 +240,7 @@ impl SessionStore for RedisSessionStore {
             .arg(TRIM_PER_REVOKE)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(revoked == 1)
+        revoked(code)
     }
 
     async fn revocations(&self, after: u64) -> Result<Revocations, StoreError> {
@@ -278,5 +262,57 @@ impl SessionStore for RedisSessionStore {
             last,
             epoch_ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Lua after a script file's comment header.
+    fn lua_code(lua: &str) -> String {
+        lua.lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn every_code_is_named_in_the_preamble_of_the_script_answering_it() {
+        for (codes, body) in [(PUT_CODES, PUT), (REVOKE_CODES, REVOKE)] {
+            let text = script_text(codes, body);
+            for (name, code) in codes {
+                assert!(
+                    text.lines().any(|l| l == format!("local {name} = {code}")),
+                    "{name} missing from the preamble"
+                );
+                assert!(
+                    lua_code(body).contains(&format!("return {name}")),
+                    "the script never answers {name}"
+                );
+            }
+            assert!(text.ends_with(body));
+        }
+        for body in [ENSURE_EPOCH, PUT, REVOKE, REVOCATIONS] {
+            for answer in lua_code(body).split("return ").skip(1) {
+                assert!(
+                    !answer.starts_with(|c: char| c.is_ascii_digit() || c == '-'),
+                    "a bare number answered: return {answer:.20}"
+                );
+            }
+        }
+        for body in [PUT, REVOKE, REVOCATIONS] {
+            for part in ["-- KEYS: ", "-- ARGV: ", "-- Returns "] {
+                assert!(body.contains(part), "a script header lacks {part:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn revoke_codes_decode_and_an_unknown_one_is_an_error() {
+        assert!(matches!(revoked(REVOKED), Ok(true)));
+        assert!(matches!(revoked(NOT_LIVE), Ok(false)));
+        assert!(matches!(revoked(2), Err(StoreError::Redis(_))));
+        assert!(matches!(revoked(-1), Err(StoreError::Redis(_))));
     }
 }
