@@ -20,12 +20,11 @@ use flashsale_inventory::{
     assemble::{InventoryParts, Start},
     InventoryService,
 };
-use flashsale_kernel::{Assembled, SharedClock, SystemClock};
+use flashsale_kernel::{Assembled, SharedClock, Stops, SystemClock};
 use flashsale_order::{assemble::OrderParts, release::StockReleaser, OrderService};
 use flashsale_redis::SharedRedis;
 use flashsale_storage::{Database, Durability};
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, startup::StartupError, startup::Telemetry};
 
@@ -112,12 +111,12 @@ pub async fn auth(shared: &Shared) -> Result<AuthService, StartupError> {
     Ok(flashsale_auth::assemble::assemble(&config.auth, parts, admin.as_ref()).await?)
 }
 
-/// The inventory service and its workers; the order side (for `order.queue`) says which
+/// The inventory service and its workers (which stop at `stops`); the order side (for `order.queue`) says which
 /// accepted orders hold stock.
 pub async fn inventory(
     shared: &Shared,
     start: Start,
-    shutdown: &CancellationToken,
+    stops: &Stops,
 ) -> Result<Assembled<InventoryService>, StartupError> {
     let config = shared.config();
     let db = shared.db().await?;
@@ -127,22 +126,22 @@ pub async fn inventory(
         redis: shared.redis(),
         clock: shared.clock(),
     };
-    Ok(flashsale_inventory::assemble::assemble(&config.inventory, parts, start, shutdown).await?)
+    Ok(flashsale_inventory::assemble::assemble(&config.inventory, parts, start, stops).await?)
 }
 
 /// The order service and its workers; `releaser` takes back the stock of cancelled and expired
-/// orders (a client of the inventory).
+/// orders (a client of the inventory); its workers stop at `stops`.
 pub async fn order(
     shared: &Shared,
     releaser: Arc<dyn StockReleaser>,
-    shutdown: &CancellationToken,
+    stops: &Stops,
 ) -> Result<Assembled<OrderService>, StartupError> {
     let parts = OrderParts {
         db: shared.db().await?,
         releaser,
         clock: shared.clock(),
     };
-    Ok(flashsale_order::assemble::assemble(&shared.config().order, parts, shutdown).await?)
+    Ok(flashsale_order::assemble::assemble(&shared.config().order, parts, stops).await?)
 }
 
 /// The gateway's state over clients of the services.

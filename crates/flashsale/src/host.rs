@@ -12,7 +12,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use flashsale_gateway::AppState;
-use flashsale_kernel::Workers;
+use flashsale_kernel::{Stops, Workers};
 use flashsale_registry::Registrar;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -90,17 +90,6 @@ impl std::fmt::Debug for HostedGrpc {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// The tokens that stop a hosted service: `server` ends serving (and what a service streams,
-/// such as the registry's watches), `workers` is the token its workers were started with; they
-/// are told to stop once the server has drained.
-#[derive(Debug, Clone, Default)]
-pub struct Stops {
-    /// Stops the server.
-    pub server: CancellationToken,
-    /// Stops the background workers.
-    pub workers: CancellationToken,
 }
 
 /// Serves `service` on `listener` until [`HostedGrpc::drain`].

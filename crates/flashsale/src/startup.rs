@@ -16,7 +16,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flashsale_gateway::{upstream::Upstreams, AppState};
 use flashsale_inventory::assemble::Start;
-use flashsale_kernel::{Worker, Workers};
+use flashsale_kernel::{Stops, Worker, Workers};
 use flashsale_proto::inventory::inventory_client::InventoryClient;
 use flashsale_registry::{Balanced, Registrar, RegistryService};
 use flashsale_telemetry::span_buffer::SpanBuffer;
@@ -30,7 +30,7 @@ use crate::{
     cli::Service,
     config::Config,
     discovery::listen_address,
-    host::{bind, host_grpc, local_addr, serve_gateway, GrpcService, HostedGrpc, Stops},
+    host::{bind, host_grpc, local_addr, serve_gateway, GrpcService, HostedGrpc},
 };
 
 /// What the process's telemetry hands to the services it runs: the Prometheus rendering (for
@@ -223,10 +223,9 @@ impl DevApp {
                 local_addr(&order_l)?,
             ];
             let auth = assembly::auth(&shared).await?;
-            let inventory =
-                assembly::inventory(&shared, Start::WithGateways, &stops.workers).await?;
+            let inventory = assembly::inventory(&shared, Start::WithGateways, &stops).await?;
             let releases = InventoryClient::new(client(Service::Inventory, &addrs[1].to_string())?);
-            let order = assembly::order(&shared, Arc::new(releases), &stops.workers).await?;
+            let order = assembly::order(&shared, Arc::new(releases), &stops).await?;
             let services = [
                 (
                     Service::Auth,
@@ -358,14 +357,14 @@ impl ServiceApp {
             }
             Service::Inventory => {
                 let listener = bind(&listen_address(&s.inventory)).await?;
-                let inventory = assembly::inventory(&shared, Start::Alone, &stops.workers).await?;
+                let inventory = assembly::inventory(&shared, Start::Alone, &stops).await?;
                 let grpc = GrpcService::new(inventory.service.into_server(), inventory.workers);
                 (listener, grpc)
             }
             Service::Order => {
                 let listener = bind(&listen_address(&s.order)).await?;
                 let releases = crate::discovery::inventory(config, &discovery_shutdown)?;
-                let order = assembly::order(&shared, Arc::new(releases), &stops.workers).await?;
+                let order = assembly::order(&shared, Arc::new(releases), &stops).await?;
                 (
                     listener,
                     GrpcService::new(order.service.into_server(), order.workers),

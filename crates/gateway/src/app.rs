@@ -57,8 +57,6 @@ pub struct Inner {
     pub accepted: AcceptedOrders,
     /// Prometheus rendering.
     pub metrics: PrometheusHandle,
-    /// Where to follow stock events from, when configured.
-    pub stock_events: Option<flashsale_redis::RedisConfig>,
     /// Recent spans of this process, served at `/debug/traces/{id}` (`flashsale dev`).
     pub traces: Option<flashsale_telemetry::span_buffer::SpanBuffer>,
     /// Permits of the requests in flight (`max_in_flight`), shared by every route.
@@ -74,16 +72,14 @@ impl Deref for AppState {
 
 impl AppState {
     /// Builds the state (on a tokio runtime: it starts the buy path's batching tasks). With
-    /// `stock_events`, the gateway follows the inventory's stock events
-    /// from that Redis while serving (see [`crate::stock_events`]); with `traces`, it serves
-    /// the spans kept there at `/debug/traces/{id}`.
-    #[allow(clippy::too_many_arguments)]
+    /// `follow_stock_events` configured, the gateway follows the inventory's stock events while
+    /// serving (see [`crate::stock_events`]); with `traces`, it serves the spans kept there at
+    /// `/debug/traces/{id}`.
     pub fn new(
         config: GatewayConfig,
         keys: TokenKeys,
         upstreams: Upstreams,
         limiter: flashsale_limits::Limiter,
-        stock_events: Option<flashsale_redis::RedisConfig>,
         metrics: PrometheusHandle,
         traces: Option<flashsale_telemetry::span_buffer::SpanBuffer>,
     ) -> Self {
@@ -102,7 +98,6 @@ impl AppState {
             keys,
             upstreams,
             metrics,
-            stock_events,
             traces,
         }))
     }
@@ -181,10 +176,12 @@ pub async fn serve(
             }
         })
     };
-    let events = state
-        .stock_events
-        .clone()
-        .map(|redis| tokio::spawn(crate::stock_events::follow(redis, state.sales.clone())));
+    let events = state.config.follow_stock_events.then(|| {
+        tokio::spawn(crate::stock_events::follow(
+            state.upstreams.inventory.clone(),
+            state.sales.clone(),
+        ))
+    });
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app(state));

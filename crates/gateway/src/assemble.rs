@@ -2,8 +2,8 @@
 //!
 //! The host hands over the token keys, clients of the services, the process's Redis handle and
 //! its telemetry; the rate limiter's backend (`gateway.limits.backend`) is chosen beside the
-//! limiters ([`flashsale_limits::LimitsBackend::open`]), and with `follow_stock_events` the
-//! gateway listens to the inventory's stock events on the same Redis.
+//! limiters ([`flashsale_limits::LimitsBackend::open`]); with `follow_stock_events` the
+//! gateway follows the inventory's stock events (its `WatchStock` stream) while it serves.
 
 use flashsale_kernel::SharedClock;
 use flashsale_redis::SharedRedis;
@@ -20,7 +20,7 @@ pub struct GatewayParts {
     pub keys: TokenKeys,
     /// Clients of auth, inventory and order.
     pub upstreams: Upstreams,
-    /// The process's Redis, connected only if limits or stock events use it.
+    /// The process's Redis, connected only if the limits live there.
     pub redis: SharedRedis,
     /// Renders this process's metrics at `/metrics`.
     pub metrics: PrometheusHandle,
@@ -69,9 +69,6 @@ pub async fn assemble(
         parts.keys,
         parts.upstreams,
         limiter,
-        config
-            .follow_stock_events
-            .then(|| parts.redis.config().clone()),
         parts.metrics,
         parts.traces,
     ))

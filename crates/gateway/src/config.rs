@@ -90,8 +90,8 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     /// How the buy path's inventory and order calls are batched under load ([`crate::batch`]).
     pub batch: BatchConfig,
-    /// Follow the inventory's stock events in Redis (needs `inventory.stock = "redis"` and the
-    /// top-level `redis` section): sold-out sales are then answered locally until restocked.
+    /// Follow the inventory's stock events (its `WatchStock` stream, any stock backend):
+    /// sold-out sales are then answered locally until restocked.
     pub follow_stock_events: bool,
     /// How long a sold-out pushed by a stock event is believed unless pushed again (the
     /// inventory repeats it on every buy it refuses for want of stock).

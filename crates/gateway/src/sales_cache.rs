@@ -16,8 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flashsale_kernel::StockEvent;
 use flashsale_proto::inventory as pb;
-use flashsale_redis::events::StockEvent;
 use moka::{future::Cache, Expiry};
 
 use crate::error::ApiError;

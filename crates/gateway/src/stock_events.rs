@@ -1,53 +1,65 @@
 //! Following the inventory's stock events, so every gateway answers a sold-out sale locally.
 //!
-//! With the stock in Redis, the inventory publishes `sold_out` the moment a sale's last unit is
-//! taken and `restocked` the moment a cancelled, expired or voided reservation gives one back
-//! (`flashsale_redis::events`). This gateway subscribes and marks the sale in its
-//! [`SaleCache`]: a pushed sold-out flag holds until the restock event, so during the sold-out
-//! stampede no buy reaches the inventory at all, and a unit given back is buyable at once.
-//! Pub/sub is at-most-once: when the subscription drops, every pushed flag is forgotten (the
-//! gateway falls back to learning sold-outs from the inventory's answers, for
-//! `sold_out_cache_ms`) until it has subscribed again.
+//! The inventory streams `sold_out` the moment a sale's last unit is taken (and again on every
+//! buy it refuses for want of stock) and `restocked` the moment a cancelled, expired or voided
+//! reservation gives one back (its `WatchStock` call; with shared stock in Redis it relays every
+//! instance's events, with stock in memory its own). This gateway watches and marks the sale in
+//! its [`SaleCache`]: a pushed sold-out flag holds until the restock event, so during the
+//! sold-out stampede no buy reaches the inventory at all, and a unit given back is buyable at
+//! once. Delivery is at most once: when the stream ends or fails, every pushed flag is
+//! forgotten (the gateway falls back to learning sold-outs from the inventory's answers, for
+//! `sold_out_cache_ms`) until it watches again.
 
 use std::time::Duration;
 
-use flashsale_redis::{
-    events::{StockEvent, STOCK_EVENTS},
-    RedisConfig,
+use flashsale_kernel::StockEvent;
+use flashsale_proto::inventory::{
+    inventory_client::InventoryClient, StockEventKind, WatchStockRequest,
 };
-use futures::StreamExt;
+use flashsale_registry::Balanced;
 
 use crate::sales_cache::SaleCache;
 
-/// How long to wait before subscribing again after the subscription failed.
-const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// How long to wait before watching again after the stream ended or failed.
+const REWATCH_AFTER: Duration = Duration::from_secs(1);
 
-/// Applies stock events to `sales` forever (the caller aborts the task).
-pub async fn follow(config: RedisConfig, sales: SaleCache) {
-    let channel = format!("{}{STOCK_EVENTS}", config.key_prefix);
+/// The event a streamed message means, if the gateway knows its kind.
+fn event(message: &flashsale_proto::inventory::StockEvent) -> Option<StockEvent> {
+    match message.kind() {
+        StockEventKind::SoldOut => Some(StockEvent::SoldOut(message.sale_id)),
+        StockEventKind::Restocked => Some(StockEvent::Restocked(message.sale_id)),
+        StockEventKind::Unspecified => None,
+    }
+}
+
+/// Applies the inventory's stock events to `sales` forever (the caller aborts the task).
+pub async fn follow(mut inventory: InventoryClient<Balanced>, sales: SaleCache) {
     loop {
-        match flashsale_redis::subscriber(&config).await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    tracing::info!(%channel, "following stock events");
-                    let mut messages = pubsub.on_message();
-                    while let Some(message) = messages.next().await {
-                        let Ok(payload) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        match StockEvent::parse(&payload) {
+        match inventory.watch_stock(WatchStockRequest {}).await {
+            Ok(response) => {
+                tracing::info!("following stock events");
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => match event(&message) {
                             Some(event) => sales.apply(event).await,
-                            None => tracing::warn!(%payload, "unknown stock event"),
+                            None => tracing::warn!(?message, "unknown stock event"),
+                        },
+                        Ok(None) => {
+                            tracing::info!("stock events stream ended; watching again");
+                            break;
+                        }
+                        Err(status) => {
+                            tracing::warn!(%status, "stock events stream failed; watching again");
+                            break;
                         }
                     }
-                    tracing::warn!("stock events subscription ended; resubscribing");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to stock events"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot connect for stock events"),
+            }
+            Err(status) => tracing::warn!(%status, "cannot watch stock events"),
         }
         // Whatever was pushed may have been undone while we were not listening.
         sales.forget_pushed();
-        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+        tokio::time::sleep(REWATCH_AFTER).await;
     }
 }

@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use flashsale_auth::token::{SigningKey, TokenKeys};
 use flashsale_gateway::{upstream::Upstreams, AppState, GatewayConfig};
 use flashsale_proto::inventory::{
     self as pb,
@@ -23,6 +22,7 @@ use flashsale_proto::inventory::{
 };
 use flashsale_registry::deadline::parse_grpc_timeout;
 use flashsale_testkit::eventually;
+use flashsale_token::{SigningKey, TokenKeys};
 use parking_lot::Mutex;
 use tokio::{net::TcpListener, time::Instant};
 use tonic::{
@@ -52,6 +52,15 @@ impl Drop for Cancelled {
 
 #[tonic::async_trait]
 impl Inventory for SlowInventory {
+    type WatchStockStream = futures::stream::Empty<Result<pb::StockEvent, Status>>;
+
+    async fn watch_stock(
+        &self,
+        _: Request<pb::WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
     async fn create_sale(
         &self,
         _: Request<pb::CreateSaleRequest>,
@@ -148,7 +157,6 @@ async fn start(config: GatewayConfig) -> (SocketAddr, SlowInventory) {
         keys,
         upstreams,
         flashsale_limits::MemoryLimiter::new().into(),
-        None,
         metrics,
         None,
     );

@@ -30,7 +30,6 @@ async fn start() -> SocketAddr {
         keys,
         Upstreams::connect_lazy(closed, closed, closed).unwrap(),
         flashsale_limits::MemoryLimiter::new().into(),
-        None,
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle(),

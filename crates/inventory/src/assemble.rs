@@ -8,10 +8,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flashsale_kernel::{held_stock::HeldStock, Assembled, SharedClock, Worker, Workers};
+use flashsale_kernel::{held_stock::HeldStock, Assembled, SharedClock, Stops, Worker, Workers};
 use flashsale_redis::SharedRedis;
 use flashsale_storage::Database;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     catalog::SqlCatalog,
@@ -56,13 +55,15 @@ pub enum AssembleError {
     Open(#[from] OpenError),
 }
 
-/// Builds the inventory service and starts its workers, which run until `shutdown`.
+/// Builds the inventory service and starts its workers, which run until `stops.workers`;
+/// its `WatchStock` streams end at `stops.server`.
 pub async fn assemble(
     config: &InventoryConfig,
     parts: InventoryParts,
     start: Start,
-    shutdown: &CancellationToken,
+    stops: &Stops,
 ) -> Result<Assembled<InventoryService>, AssembleError> {
+    let shutdown = &stops.workers;
     let stock = config.stock.open(&parts.redis).await?;
     let catalog = Arc::new(SqlCatalog::new(parts.db.clone(), Arc::clone(&parts.orders)));
     let grace = Duration::from_millis(config.reservation_grace_ms);
@@ -72,6 +73,7 @@ pub async fn assemble(
             .await?
             .with_rebuild_delay(grace),
     };
+    let service = service.with_streams_stop(stops.server.clone());
     let mut workers = Workers::new();
     workers.push(Worker::adopt(
         "inventory.reconciler",

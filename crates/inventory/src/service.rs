@@ -49,6 +49,9 @@ pub struct InventoryService {
     stock: Arc<dyn StockStore>,
     sales: Arc<RwLock<BTreeMap<i64, Sale>>>,
     recovery: Recovery,
+    /// Ends the `WatchStock` streams (when the server stops: open streams would hold its
+    /// drain open).
+    streams_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for InventoryService {
@@ -148,7 +151,15 @@ impl InventoryService {
             catalog,
             stock,
             sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),
+            streams_stop: CancellationToken::new(),
         })
+    }
+
+    /// Ends every `WatchStock` stream when `stop` is cancelled (the server's stop).
+    #[must_use]
+    pub fn with_streams_stop(mut self, stop: CancellationToken) -> Self {
+        self.streams_stop = stop;
+        self
     }
 
     /// Sets how long a sale the stock backend lost stays paused before it is rebuilt from the
@@ -300,8 +311,44 @@ impl InventoryService {
     }
 }
 
+/// The `WatchStock` stream.
+type StockEventStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::StockEvent, Status>> + Send>>;
+
+fn to_pb_event(event: crate::stock::StockEvent) -> pb::StockEvent {
+    use crate::stock::StockEvent;
+    let kind = match event {
+        StockEvent::SoldOut(_) => pb::StockEventKind::SoldOut,
+        StockEvent::Restocked(_) => pb::StockEventKind::Restocked,
+    };
+    pb::StockEvent {
+        sale_id: event.sale_id(),
+        kind: kind.into(),
+    }
+}
+
 #[tonic::async_trait]
 impl Inventory for InventoryService {
+    type WatchStockStream = StockEventStream;
+
+    async fn watch_stock(
+        &self,
+        _request: Request<pb::WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        use futures::StreamExt;
+        let events = self
+            .stock
+            .watch()
+            .await
+            .map_err(|e| backend_unavailable(&e))?;
+        let stop = self.streams_stop.clone().cancelled_owned();
+        let stream = events
+            .map(|event| Ok(to_pb_event(event)))
+            .take_until(stop)
+            .boxed();
+        Ok(Response::new(stream))
+    }
+
     async fn create_sale(
         &self,
         request: Request<pb::CreateSaleRequest>,

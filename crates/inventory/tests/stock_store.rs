@@ -758,6 +758,52 @@ async fn a_release_before_the_rebuild_is_honoured(store: Store) {
 // One test per case and backend.
 // ---------------------------------------------------------------------------------------------
 
+/// The next stock event, within 10 s.
+async fn next_event(
+    events: &mut flashsale_inventory::stock::StockEvents,
+) -> flashsale_inventory::stock::StockEvent {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("a stock event in time")
+        .expect("the stream is open")
+}
+
+/// Watchers hear a sale sell out (and again at each refusal for want of stock) and come back.
+async fn watchers_hear_sold_out_and_restocked(store: Store) {
+    use flashsale_inventory::stock::StockEvent::{Restocked, SoldOut};
+    use ReserveOutcome::Reserved;
+    // Loaded before watching: a (re)load may announce the sale restocked (Redis does, so a
+    // gateway forgets a sold-out pushed before a rebuild).
+    store.load(&sale(1, 2, 5), &[]).await.unwrap();
+    let mut events = store.watch().await.unwrap();
+    assert_eq!(outcome(&store, req(1, 1, 1, 1)).await, Reserved);
+    assert_eq!(outcome(&store, req(1, 2, 2, 1)).await, Reserved);
+    assert_eq!(
+        next_event(&mut events).await,
+        SoldOut(1),
+        "the last unit was taken"
+    );
+    assert_eq!(
+        outcome(&store, req(1, 3, 3, 1)).await,
+        ReserveOutcome::SoldOut
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        SoldOut(1),
+        "told again at a refusal"
+    );
+    assert!(store.release(1).await.unwrap());
+    assert_eq!(
+        next_event(&mut events).await,
+        Restocked(1),
+        "a unit came back"
+    );
+    // Giving back more while stock is left is no news; selling out again is.
+    assert_eq!(outcome(&store, req(1, 4, 4, 1)).await, Reserved);
+    assert_eq!(next_event(&mut events).await, SoldOut(1));
+}
+
 /// Runs a conformance case on a [`RedisStock`] over a fresh prefix.
 async fn on_redis<F, Fut>(case: F)
 where
@@ -808,6 +854,7 @@ conformance!(
     concurrent_loads_build_once,
     adopt_audit_and_void_absent_keep_counters_and_holds_in_step,
     a_release_before_the_rebuild_is_honoured,
+    watchers_hear_sold_out_and_restocked,
 );
 
 // ---------------------------------------------------------------------------------------------

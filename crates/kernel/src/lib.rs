@@ -10,6 +10,7 @@
 //!   stop them in order and say which one did not stop.
 //! * [`held_stock`]: the port through which the order side tells the inventory which accepted
 //!   orders hold stock.
+//! * [`stock_event`]: what the inventory pushes to gateways about a sale's stock.
 //! * [`periodic`]: one step every interval until shutdown (sweepers, reconcilers, refreshers).
 
 pub mod clock;
@@ -17,8 +18,10 @@ pub mod credentials;
 pub mod held_stock;
 pub mod ids;
 pub mod periodic;
+pub mod stock_event;
 pub mod worker;
 
 pub use clock::{now_ms, Clock, ManualClock, SharedClock, SystemClock};
 pub use ids::{OrderId, SaleId, UserId};
-pub use worker::{Assembled, Worker, Workers};
+pub use stock_event::StockEvent;
+pub use worker::{Assembled, Stops, Worker, Workers};

@@ -93,6 +93,17 @@ impl Workers {
     }
 }
 
+/// The two stops of a hosted service: `server` ends serving (and what a service streams to its
+/// clients, such as watches, which would otherwise hold the drain open), `workers` the
+/// background tasks, told to stop once the server has drained.
+#[derive(Debug, Clone, Default)]
+pub struct Stops {
+    /// Stops the server and its streams.
+    pub server: tokio_util::sync::CancellationToken,
+    /// Stops the background workers.
+    pub workers: tokio_util::sync::CancellationToken,
+}
+
 /// A service as it assembled itself: the part that answers requests, and its background work.
 #[derive(Debug)]
 pub struct Assembled<S> {

@@ -7,9 +7,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flashsale_kernel::{Assembled, SharedClock, Worker, Workers};
+use flashsale_kernel::{Assembled, SharedClock, Stops, Worker, Workers};
 use flashsale_storage::Database;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     queue::{self, QueueError},
@@ -46,12 +45,13 @@ pub enum AssembleError {
     Queue(#[from] QueueError),
 }
 
-/// Builds the order service and starts its workers, which run until `shutdown`.
+/// Builds the order service and starts its workers, which run until `stops.workers`.
 pub async fn assemble(
     config: &OrderConfig,
     parts: OrderParts,
-    shutdown: &CancellationToken,
+    stops: &Stops,
 ) -> Result<Assembled<OrderService>, AssembleError> {
+    let shutdown = &stops.workers;
     config.check().map_err(AssembleError::Config)?;
     let queue = queue::open(config, parts.db.clone()).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db));

@@ -46,6 +46,15 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Inventory for RecordingInventory {
+    type WatchStockStream = futures::stream::Empty<Result<pb::StockEvent, Status>>;
+
+    async fn watch_stock(
+        &self,
+        _: Request<pb::WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+
     async fn create_sale(
         &self,
         _: Request<pb::CreateSaleRequest>,

@@ -61,6 +61,8 @@ pub struct ConnectError {
 pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
+    /// Where the server is (for the connections a subscription needs of its own).
+    config: RedisConfig,
 }
 
 impl std::fmt::Debug for Redis {
@@ -103,6 +105,7 @@ impl Redis {
         Ok(Self {
             conn,
             prefix: config.key_prefix.clone(),
+            config: config.clone(),
         })
     }
 
@@ -122,6 +125,19 @@ impl Redis {
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// A new pub/sub connection to the same server, subscribed to `name` under the prefix.
+    pub async fn subscribe(&self, name: &str) -> Result<redis::aio::PubSub, ConnectError> {
+        let mut pubsub = subscriber(&self.config).await?;
+        pubsub
+            .subscribe(self.key(name))
+            .await
+            .map_err(|source| ConnectError {
+                url: redacted(&self.config.url),
+                source,
+            })?;
+        Ok(pubsub)
     }
 }
 

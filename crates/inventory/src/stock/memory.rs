@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::{
     AdoptOutcome, HeldFix, LiveHold, OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest,
-    SaleAudit, StockError, StockStore,
+    SaleAudit, StockError, StockEvent, StockEvents, StockStore,
 };
 use crate::{catalog::StoredReservation, sale::Sale};
 
@@ -135,18 +135,57 @@ impl Held {
 }
 
 /// In-process stock: exact under any concurrency within one process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStock {
+    /// Stock events for whoever watches (see [`StockStore::watch`]).
+    events: tokio::sync::broadcast::Sender<StockEvent>,
     sales: DashMap<i64, Arc<Mutex<SaleStock>>>,
     holds: DashMap<OrderKey, Held>,
     /// Held while a load checks and builds a sale.
     loading: Mutex<()>,
 }
 
+/// Events a watcher may fall behind by before its stream ends (it then forgets and watches
+/// again).
+const EVENTS_BACKLOG: usize = 4096;
+
+impl Default for MemoryStock {
+    fn default() -> Self {
+        Self {
+            events: tokio::sync::broadcast::channel(EVENTS_BACKLOG).0,
+            sales: DashMap::new(),
+            holds: DashMap::new(),
+            loading: Mutex::new(()),
+        }
+    }
+}
+
 impl MemoryStock {
     /// Empty stock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tells the watchers (none listening is fine).
+    fn publish(&self, event: StockEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Gives a hold's units back to its sale, telling the watchers when that ends a sold-out.
+    fn give_back(
+        &self,
+        sale_id: i64,
+        sale: &Mutex<SaleStock>,
+        order: OrderKey,
+        user_id: i64,
+        quantity: i64,
+    ) {
+        let mut s = sale.lock();
+        let was_sold_out = s.remaining <= 0;
+        s.give_back(order, user_id, quantity);
+        if was_sold_out && s.remaining > 0 {
+            self.publish(StockEvent::Restocked(sale_id));
+        }
     }
 }
 
@@ -233,6 +272,11 @@ impl MemoryStock {
                 } else if req.now_ms >= s.ends_at_ms {
                     ReserveOutcome::Ended
                 } else if s.remaining < req.quantity {
+                    if s.remaining <= 0 {
+                        // Repeated on every refusal, as the Redis scripts do: a gateway whose
+                        // pushed sold-out lapsed learns it again.
+                        self.publish(StockEvent::SoldOut(req.sale_id));
+                    }
                     ReserveOutcome::SoldOut
                 } else if s.held_by_user.get(&req.user_id).copied().unwrap_or(0) + req.quantity
                     > s.per_user_limit
@@ -240,6 +284,9 @@ impl MemoryStock {
                     ReserveOutcome::LimitReached
                 } else {
                     s.take(req.order, req.user_id, req.quantity);
+                    if s.remaining <= 0 {
+                        self.publish(StockEvent::SoldOut(req.sale_id));
+                    }
                     slot.insert(Held {
                         sale_id: req.sale_id,
                         user_id: req.user_id,
@@ -275,7 +322,7 @@ impl MemoryStock {
         let Some(sale) = self.sales.get(&held.sale_id).map(|s| Arc::clone(s.value())) else {
             return false;
         };
-        sale.lock().give_back(order, held.user_id, held.quantity);
+        self.give_back(held.sale_id, &sale, order, held.user_id, held.quantity);
         true
     }
 
@@ -309,7 +356,7 @@ impl MemoryStock {
             return false;
         }
         if let Some(sale) = self.sales.get(&h.sale_id).map(|s| Arc::clone(s.value())) {
-            sale.lock().give_back(order, h.user_id, h.quantity);
+            self.give_back(h.sale_id, &sale, order, h.user_id, h.quantity);
         }
         held.remove();
         true
@@ -317,7 +364,17 @@ impl MemoryStock {
 
     fn audit_now(&self, sale: &Sale, repair: bool) -> Option<SaleAudit> {
         let state = self.sales.get(&sale.id).map(|s| Arc::clone(s.value()))?;
-        let mut audit = state.lock().audit(sale.stock, repair);
+        let mut audit = {
+            let mut s = state.lock();
+            let was_sold_out = s.remaining <= 0;
+            let audit = s.audit(sale.stock, repair);
+            match (was_sold_out, s.remaining <= 0) {
+                (true, false) => self.publish(StockEvent::Restocked(sale.id)),
+                (false, true) => self.publish(StockEvent::SoldOut(sale.id)),
+                _ => {}
+            }
+            audit
+        };
         // Outside the sale's lock (reserves take a hold entry, then the sale): the touch time
         // only tells the caller which holds are old enough to void, and voiding checks again.
         for hold in &mut audit.holds {
@@ -379,6 +436,15 @@ impl MemoryStock {
 
 #[async_trait]
 impl StockStore for MemoryStock {
+    async fn watch(&self) -> Result<StockEvents, StockError> {
+        let receiver = self.events.subscribe();
+        // Ends at the first lag: the watcher missed events and must forget what it knows.
+        Ok(Box::pin(futures::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.ok().map(|event| (event, receiver)) },
+        )))
+    }
+
     async fn load(
         &self,
         sale: &Sale,

@@ -35,6 +35,7 @@ impl crate::config::StockBackend {
 }
 
 use async_trait::async_trait;
+pub use flashsale_kernel::StockEvent;
 
 use crate::{catalog::StoredReservation, sale::Sale};
 
@@ -220,4 +221,13 @@ pub trait StockStore: Send + Sync + 'static {
         user_id: i64,
         quantity: i64,
     ) -> Result<AdoptOutcome, StockError>;
+    /// The stock events from now on: [`StockEvent::SoldOut`] when a sale's remaining stock
+    /// reaches 0 (and on every buy refused for want of stock), [`StockEvent::Restocked`] when it
+    /// leaves 0; with a shared backend, those of every instance. At most once: the stream ends
+    /// when events were lost (a slow watcher, a dropped subscription), and whoever watches
+    /// must then forget what it was told.
+    async fn watch(&self) -> Result<StockEvents, StockError>;
 }
+
+/// A stream of stock events ([`StockStore::watch`]).
+pub type StockEvents = futures::stream::BoxStream<'static, StockEvent>;
