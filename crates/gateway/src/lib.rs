@@ -8,12 +8,17 @@
 //!    current by polling the auth service's revocations (fetched from auth on a miss), and must
 //!    match the client's IP and User-Agent. A token already authenticated here for the same
 //!    client is recognised from [`verified_tokens`] without repeating that work.
-//! 3. [`limits`]: anti-brush rate limits per client IP and per (user, sale).
-//! 4. [`sales_cache`]: unknown, not-yet-open, closed and sold-out sales are answered from local
-//!    memory, without a network hop.
-//! 5. [`routes::orders`]: the inventory service reserves stock atomically, the order service
-//!    queues the order durably, and the answer is `202 {order_id, status: "pending"}`. Under
+//! 3. [`buy`]: the buy flow, written once over an upstream trait — [`sales_cache`] answers
+//!    unknown, not-yet-open and sold-out sales from local memory without a network hop (kept
+//!    current by the inventory's stock events, [`stock_events`]), [`limits`] applies the
+//!    anti-brush rate limits per client IP and per (user, sale), the inventory service reserves
+//!    stock atomically, the order service queues the order durably, and the answer is
+//!    `202 {order_id, status: "pending"}`; every refusal comes from one outcome table. Under
 //!    load the reserves and submits of concurrent buyers share gRPC calls ([`batch`]).
+//!    [`routes::orders`] is the thin HTTP adapter around it.
+//!
+//! [`assemble`] builds the gateway from its configuration section and the process's shared
+//! parts; [`routes`] declares every route once, for the router and the OpenAPI document.
 
 pub mod api;
 pub mod app;
