@@ -16,11 +16,14 @@
 //! | `stock:events`            | channel | `sold_out:{id}` when a reserve takes the last unit, `restocked:{id}` when a release or void gives the first one back (`flashsale_redis::events`) |
 //!
 //! Every decision is one Lua script ([`redis::Script`]: EVALSHA, falling back to EVAL after a
-//! Redis restart forgot the script), so it is atomic however many instances call at once: a
-//! reserve checks and decrements in one step and decides before it decrements, so `remaining`
-//! never goes below zero. `remaining` and `unconfirmed` are one command each. Release and void
-//! find the sale through the hold, so those two scripts build the sale's key from the prefix:
-//! the layout assumes one Redis server (not Redis Cluster).
+//! Redis restart forgot the script), each in its own file in `redis/` (compiled in with
+//! `include_str!`; each file's header says what it does, its KEYS and ARGV and its reply).
+//! Scripts answer with named outcome codes defined once in Rust ([`codes`]): each script runs
+//! after a `local NAME = code` preamble built from them. A script is atomic however many
+//! instances call at once: a reserve checks and decrements in one step and decides before it
+//! decrements, so `remaining` never goes below zero. `remaining` and `unconfirmed` are one
+//! command each. Release and void find the sale through the hold, so those two scripts build
+//! the sale's key from the prefix: the layout assumes one Redis server (not Redis Cluster).
 //!
 //! **Loading.** A sale is built at most once while Redis keeps it: the first load claims it
 //! (writes the sale hash without `ready`, and a `loading` lease), writes the stored reservations
@@ -51,11 +54,17 @@ use ::redis::{aio::ConnectionManager, Script};
 use async_trait::async_trait;
 use flashsale_redis::Redis;
 
+use self::codes::{
+    script_text, AdoptCode, AuditCode, ClaimCode, Code as _, ConfirmCode, LoadStepCode,
+    ReleaseCode, ReserveCode, VoidCode,
+};
 use super::{
     AdoptOutcome, HeldFix, LiveHold, OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest,
     SaleAudit, StockError, StockStore,
 };
 use crate::{catalog::StoredReservation, sale::Sale};
+
+mod codes;
 
 /// Stored reservations written per load round trip.
 const LOAD_CHUNK: usize = 1_000;
@@ -69,334 +78,54 @@ const LOAD_POLL: Duration = Duration::from_millis(20);
 /// Orders confirmed per script (several scripts go in one pipeline).
 const CONFIRM_CHUNK: usize = 500;
 
-/// Lua shared by the scripts that give stock back.
-const GIVE_BACK: &str = r"
-local function give_back(sale, user, qty, events, sale_id, order)
-  redis.call('SREM', sale .. ':holds', order)
-  local now_left = redis.call('HINCRBY', sale, 'remaining', qty)
-  if now_left > 0 and now_left <= tonumber(qty) then
-    redis.call('PUBLISH', events, 'restocked:' .. sale_id)
-  end
-  local held = sale .. ':held'
-  local left = redis.call('HINCRBY', held, user, string.format('%.0f', -tonumber(qty)))
-  if left <= 0 then
-    redis.call('HDEL', held, user)
-  end
-end
-";
+/// Lua shared by the scripts that give stock back: the function `give_back`, prepended to
+/// [`RELEASE`] and [`VOID`].
+const GIVE_BACK: &str = include_str!("redis/give_back.lua");
 
-/// Decides a buy: `{outcome code, remaining}` (codes: [`OUTCOMES`]).
-/// Publishes `sold_out:<id>` on the events channel when it takes the last unit, and again
-/// whenever it refuses a buy because nothing is left.
-/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel, 6 the sale's holds. ARGV:
-/// 1 sale id, 2 user, 3 quantity, 4 now, 5 order.
-const RESERVE: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'limit', 'starts', 'ends', 'gen')
-if s[1] ~= '1' then
-  return {0, 0}
-end
-local remaining = tonumber(s[2])
-local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'gen', 'released')
-if not h[1] and h[5] == '1' then
-  -- Released before a rebuild wrote its hold: a spent order id, like any released one.
-  return {2, remaining}
-end
-local stale = h[1] == ARGV[1] and h[4] ~= s[6]
-if h[1] and not stale then
-  if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
-    redis.call('HSET', KEYS[3], 'touched', ARGV[4])
-    redis.call('ZADD', KEYS[4], 'XX', ARGV[4], ARGV[5])
-    return {2, remaining}
-  end
-  return {7, remaining}
-end
-local now = tonumber(ARGV[4])
-if now < tonumber(s[4]) then
-  return {5, remaining}
-end
-if now >= tonumber(s[5]) then
-  return {6, remaining}
-end
-local qty = tonumber(ARGV[3])
-if remaining < qty then
-  if remaining == 0 then
-    -- Said again on every refused buy: gateways that forgot (their flag expired, they just
-    -- subscribed) learn it from the next buy anyone makes.
-    redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
-  end
-  return {3, remaining}
-end
-local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if held + qty > tonumber(s[3]) then
-  return {4, remaining}
-end
-remaining = redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -qty))
-if remaining == 0 then
-  redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
-end
-redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
-  'confirmed', '0', 'touched', ARGV[4], 'gen', s[6])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-redis.call('SADD', KEYS[6], ARGV[5])
-return {1, remaining}
-";
+/// Decides a buy: `{`[`ReserveCode`]`, remaining}`; publishes `sold_out:<id>`.
+const RESERVE: &str = include_str!("redis/reserve.lua");
 
-/// Outcome of each [`RESERVE`] code.
-const OUTCOMES: [ReserveOutcome; 8] = [
-    ReserveOutcome::NotFound,
-    ReserveOutcome::Reserved,
-    ReserveOutcome::AlreadyReserved,
-    ReserveOutcome::SoldOut,
-    ReserveOutcome::LimitReached,
-    ReserveOutcome::NotStarted,
-    ReserveOutcome::Ended,
-    ReserveOutcome::Conflict,
-];
+/// Gives a held reservation back, or remembers the release: a [`ReleaseCode`].
+const RELEASE: &str = include_str!("redis/release.lua");
 
-/// The reserve script's answer (`{code, remaining}`) as a decision.
-fn decision((code, remaining): (usize, i64)) -> Result<ReserveDecision, StockError> {
-    let outcome = OUTCOMES
-        .get(code)
-        .copied()
-        .ok_or_else(|| StockError(format!("reserve script answered code {code}").into()))?;
-    Ok(ReserveDecision { outcome, remaining })
+/// Drops an unconfirmed (or, asked so, any) unreleased hold untouched since a cutoff: a
+/// [`VoidCode`].
+const VOID: &str = include_str!("redis/void.lua");
+
+/// Marks holds confirmed: [`ConfirmCode::Confirmed`].
+const CONFIRM: &str = include_str!("redis/confirm.lua");
+
+/// Claims a sale for building: the new generation, or a [`ClaimCode`].
+const LOAD_BEGIN: &str = include_str!("redis/load_begin.lua");
+
+/// Writes a chunk of stored reservations into a sale being built: a [`LoadStepCode`].
+const LOAD_CHUNK_SCRIPT: &str = include_str!("redis/load_chunk.lua");
+
+/// Makes a built sale visible: `{`[`LoadStepCode`]`, remaining}`.
+const LOAD_FINISH: &str = include_str!("redis/load_finish.lua");
+
+/// Checks (and optionally repairs) a sale's counters against its live holds:
+/// `{`[`AuditCode`]`, remaining before, remaining after, users, holds}`.
+const AUDIT: &str = include_str!("redis/audit.lua");
+
+/// Makes an order a live, confirmed hold of a sale unless it holds stock already: an
+/// [`AdoptCode`].
+const ADOPT: &str = include_str!("redis/adopt.lua");
+
+/// The reserve script's answer as a decision.
+fn decision((code, remaining): (ReserveCode, i64)) -> ReserveDecision {
+    let outcome = match code {
+        ReserveCode::NotFound => ReserveOutcome::NotFound,
+        ReserveCode::Reserved => ReserveOutcome::Reserved,
+        ReserveCode::AlreadyReserved => ReserveOutcome::AlreadyReserved,
+        ReserveCode::SoldOut => ReserveOutcome::SoldOut,
+        ReserveCode::LimitReached => ReserveOutcome::LimitReached,
+        ReserveCode::NotStarted => ReserveOutcome::NotStarted,
+        ReserveCode::Ended => ReserveOutcome::Ended,
+        ReserveCode::Conflict => ReserveOutcome::Conflict,
+    };
+    ReserveDecision { outcome, remaining }
 }
-
-/// Gives a held reservation back; 1 the first time, else 0. A hold of the build in progress
-/// (not ready yet) gives back too. With nothing to give back to — no hold, or one of an earlier
-/// build (the sale was lost) — the release is remembered (`released` = `1` on the hold key, a
-/// bare marker if there was none), and a rebuild writes that order as released.
-/// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order.
-const RELEASE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'gen')
-if h[4] == '1' then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'released', '1')
-redis.call('ZREM', KEYS[2], ARGV[2])
-if not h[1] then
-  return 0
-end
-local sale = ARGV[1] .. h[1]
-if redis.call('HGET', sale, 'gen') ~= h[5] then
-  return 0
-end
-give_back(sale, h[2], h[3], KEYS[3], h[1], ARGV[2])
-return 1
-";
-
-/// Drops an unconfirmed (with ARGV 4 = `1`: also a confirmed), unreleased hold not touched
-/// after the cutoff; 1 when dropped.
-/// KEYS: 1 hold, 2 unconfirmed, 3 events channel. ARGV: 1 prefix of sale keys, 2 order,
-/// 3 cutoff, 4 also confirmed (`0`/`1`).
-const VOID: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'sale', 'user', 'qty', 'released', 'confirmed',
-  'touched', 'gen')
-if not h[1] then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  return 0
-end
-if h[4] == '1' or (h[5] == '1' and ARGV[4] ~= '1') or tonumber(h[6]) > tonumber(ARGV[3]) then
-  return 0
-end
-local sale = ARGV[1] .. h[1]
-local s = redis.call('HMGET', sale, 'ready', 'gen')
-if s[1] == '1' and s[2] == h[7] then
-  give_back(sale, h[2], h[3], KEYS[3], h[1], ARGV[2])
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return 1
-";
-
-/// Marks holds confirmed. KEYS: 1 unconfirmed, 2.. holds. ARGV: the holds' orders.
-const CONFIRM: &str = r"
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HSET', KEYS[i], 'confirmed', '1')
-  end
-  redis.call('ZREM', KEYS[1], ARGV[i - 1])
-end
-return 0
-";
-
-/// Claims a sale for building: 0 when it is built already, -1 while another load holds the
-/// claim, -2 when a built sale of this id has another limit or window (another database's
-/// sale), else the new generation (the sale is then reset, not yet ready).
-/// KEYS: 1 sale, 2 held, 3 loading, 4 generation, 5 the sale's holds. ARGV: 1 stock, 2 limit,
-/// 3 starts, 4 ends, 5 lease (ms).
-const LOAD_BEGIN: &str = r"
-local built = redis.call('HMGET', KEYS[1], 'ready', 'limit', 'starts', 'ends')
-if built[1] == '1' then
-  if built[2] ~= ARGV[2] or built[3] ~= ARGV[3] or built[4] ~= ARGV[4] then
-    return -2
-  end
-  return 0
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  return -1
-end
-local gen = string.format('%.0f', redis.call('INCR', KEYS[4]))
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
-redis.call('HSET', KEYS[1], 'remaining', ARGV[1], 'limit', ARGV[2], 'starts', ARGV[3],
-  'ends', ARGV[4], 'gen', gen, 'layout', '2')
-redis.call('SET', KEYS[3], gen, 'PX', ARGV[5])
-return tonumber(gen)
-";
-
-/// Writes a chunk of stored reservations, each as released if its hold key says so already;
-/// 0 when the claim was lost, else 1.
-/// KEYS: 1 sale, 2 held, 3 loading, 4 unconfirmed, 5 the sale's holds, 6.. holds. ARGV:
-/// 1 generation, 2 lease (ms), 3 sale id, then per hold: order, user, quantity, released
-/// (`0`/`1`).
-const LOAD_CHUNK_SCRIPT: &str = r"
-if redis.call('GET', KEYS[3]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
-  return 0
-end
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-for i = 6, #KEYS do
-  local a = 4 + (i - 6) * 4
-  local user, qty, released = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  -- Released (by a release that came while the sale was lost or being built) stays released:
-  -- a release is final.
-  if redis.call('HGET', KEYS[i], 'released') == '1' then
-    released = '1'
-  end
-  if released == '0' then
-    redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(qty)))
-    redis.call('HINCRBY', KEYS[2], user, qty)
-    redis.call('SADD', KEYS[5], ARGV[a])
-  end
-  redis.call('DEL', KEYS[i])
-  redis.call('HSET', KEYS[i], 'sale', ARGV[3], 'user', user, 'qty', qty, 'released', released,
-    'confirmed', '1', 'touched', '0', 'gen', ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[a])
-end
-return 1
-";
-
-/// Makes a built sale visible: `{1, remaining}`, or `{0, 0}` when the claim was lost. With
-/// stock left it publishes `restocked:<id>` (gateways may still hold a sold-out pushed before
-/// the sale was lost). KEYS: 1 sale, 2 loading, 3 events channel. ARGV: 1 generation, 2 sale id.
-const LOAD_FINISH: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then
-  return {0, 0}
-end
-redis.call('HSET', KEYS[1], 'ready', '1')
-redis.call('DEL', KEYS[2])
-local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining'))
-if remaining > 0 then
-  redis.call('PUBLISH', KEYS[3], 'restocked:' .. ARGV[2])
-end
-return {1, remaining}
-";
-
-/// Checks a sale's counters against its live holds (those in its `holds` set whose hold is of
-/// this sale and build and unreleased) and, with ARGV 4 = `1`, sets them to match, drops set
-/// members that are not live holds, and publishes `restocked` / `sold_out` when `remaining`
-/// crosses zero. Answers `{0, 0, 0, {}, {}}` when the sale is not ready, `{-1, …}` when it was
-/// built without the `holds` set, else `{1, remaining before, remaining after, {user, before,
-/// after, …}, {order, user, qty, touched, …}}`.
-/// KEYS: 1 sale, 2 held, 3 the sale's holds, 4 events channel. ARGV: 1 prefix of hold keys,
-/// 2 sale id, 3 stock, 4 repair (`0`/`1`).
-const AUDIT: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'ready', 'remaining', 'gen', 'layout')
-if s[1] ~= '1' then
-  return {0, 0, 0, {}, {}}
-end
-if s[4] ~= '2' then
-  return {-1, 0, 0, {}, {}}
-end
-local repair = ARGV[4] == '1'
-local total = 0
-local per_user = {}
-local holds = {}
-for _, order in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  local h = redis.call('HMGET', ARGV[1] .. order, 'sale', 'user', 'qty', 'released', 'gen',
-    'touched')
-  if h[1] == ARGV[2] and h[4] == '0' and h[5] == s[3] then
-    local qty = tonumber(h[3])
-    total = total + qty
-    per_user[h[2]] = (per_user[h[2]] or 0) + qty
-    holds[#holds + 1] = order
-    holds[#holds + 1] = h[2]
-    holds[#holds + 1] = h[3]
-    holds[#holds + 1] = h[6]
-  elseif repair then
-    redis.call('SREM', KEYS[3], order)
-  end
-end
-local users = {}
-local function fix(user, before, want)
-  users[#users + 1] = user
-  users[#users + 1] = string.format('%.0f', before)
-  users[#users + 1] = string.format('%.0f', want)
-  if repair then
-    if want == 0 then
-      redis.call('HDEL', KEYS[2], user)
-    else
-      redis.call('HSET', KEYS[2], user, string.format('%.0f', want))
-    end
-  end
-end
-local held = redis.call('HGETALL', KEYS[2])
-local counted = {}
-for i = 1, #held, 2 do
-  local user, units = held[i], tonumber(held[i + 1])
-  counted[user] = true
-  local want = per_user[user] or 0
-  if units ~= want then
-    fix(user, units, want)
-  end
-end
-for user, want in pairs(per_user) do
-  if not counted[user] then
-    fix(user, 0, want)
-  end
-end
-local before = tonumber(s[2])
-local after = tonumber(ARGV[3]) - total
-if repair and after ~= before then
-  redis.call('HSET', KEYS[1], 'remaining', string.format('%.0f', after))
-  if before <= 0 and after > 0 then
-    redis.call('PUBLISH', KEYS[4], 'restocked:' .. ARGV[2])
-  elseif before > 0 and after <= 0 then
-    redis.call('PUBLISH', KEYS[4], 'sold_out:' .. ARGV[2])
-  end
-end
-return {1, s[2], string.format('%.0f', after), users, holds}
-";
-
-/// Makes an order a live, confirmed hold of the sale (taking its stock) unless it holds stock
-/// already: 1 adopted, 2 already held exactly so, 3 held otherwise (conflict), 0 sale not ready.
-/// A hold of an earlier build, or a released one, is replaced.
-/// KEYS: 1 sale, 2 held, 3 hold, 4 unconfirmed, 5 events channel, 6 the sale's holds. ARGV:
-/// 1 sale id, 2 user, 3 quantity, 4 order.
-const ADOPT: &str = r"
-local s = redis.call('HMGET', KEYS[1], 'ready', 'gen')
-if s[1] ~= '1' then
-  return 0
-end
-local h = redis.call('HMGET', KEYS[3], 'sale', 'user', 'qty', 'released', 'gen')
-if h[1] and h[4] == '0' and not (h[1] == ARGV[1] and h[5] ~= s[2]) then
-  if h[1] == ARGV[1] and h[2] == ARGV[2] and h[3] == ARGV[3] then
-    return 2
-  end
-  return 3
-end
-local left = redis.call('HINCRBY', KEYS[1], 'remaining', string.format('%.0f', -tonumber(ARGV[3])))
-if left <= 0 and left + tonumber(ARGV[3]) > 0 then
-  redis.call('PUBLISH', KEYS[5], 'sold_out:' .. ARGV[1])
-end
-redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'sale', ARGV[1], 'user', ARGV[2], 'qty', ARGV[3], 'released', '0',
-  'confirmed', '1', 'touched', '0', 'gen', s[2])
-redis.call('ZREM', KEYS[4], ARGV[4])
-redis.call('SADD', KEYS[6], ARGV[4])
-return 1
-";
 
 /// The compiled scripts (their SHA1s are computed once, here).
 #[derive(Debug)]
@@ -410,6 +139,43 @@ struct Scripts {
     load_finish: Script,
     audit: Script,
     adopt: Script,
+}
+
+impl Scripts {
+    /// Every script's name and full text (its codes' preamble, then its Lua), in field order.
+    fn texts() -> [(&'static str, String); 9] {
+        [
+            ("reserve", script_text::<ReserveCode>(&[RESERVE])),
+            ("release", script_text::<ReleaseCode>(&[GIVE_BACK, RELEASE])),
+            ("void", script_text::<VoidCode>(&[GIVE_BACK, VOID])),
+            ("confirm", script_text::<ConfirmCode>(&[CONFIRM])),
+            ("load_begin", script_text::<ClaimCode>(&[LOAD_BEGIN])),
+            (
+                "load_chunk",
+                script_text::<LoadStepCode>(&[LOAD_CHUNK_SCRIPT]),
+            ),
+            ("load_finish", script_text::<LoadStepCode>(&[LOAD_FINISH])),
+            ("audit", script_text::<AuditCode>(&[AUDIT])),
+            ("adopt", script_text::<AdoptCode>(&[ADOPT])),
+        ]
+    }
+
+    /// Compiles [`Scripts::texts`].
+    fn new() -> Self {
+        let [reserve, release, void, confirm, load_begin, load_chunk, load_finish, audit, adopt] =
+            Self::texts().map(|(_, text)| Script::new(&text));
+        Self {
+            reserve,
+            release,
+            void,
+            confirm,
+            load_begin,
+            load_chunk,
+            load_finish,
+            audit,
+            adopt,
+        }
+    }
 }
 
 /// Full keys (and key prefixes) that do not depend on a sale or an order.
@@ -458,7 +224,6 @@ impl RedisStock {
     /// Stock over `redis`, its keys under the handle's prefix. Inventory instances given the
     /// same server and prefix share one stock.
     pub fn new(redis: Redis) -> Self {
-        let with_give_back = |body: &str| Script::new(&format!("{GIVE_BACK}{body}"));
         Self {
             keys: Arc::new(Keys {
                 unconfirmed: redis.key("stock:unconfirmed"),
@@ -467,17 +232,7 @@ impl RedisStock {
                 sale_prefix: redis.key("stock:sale:"),
                 hold_prefix: redis.key("stock:hold:"),
             }),
-            scripts: Arc::new(Scripts {
-                reserve: Script::new(RESERVE),
-                release: with_give_back(RELEASE),
-                void: with_give_back(VOID),
-                confirm: Script::new(CONFIRM),
-                load_begin: Script::new(LOAD_BEGIN),
-                load_chunk: Script::new(LOAD_CHUNK_SCRIPT),
-                load_finish: Script::new(LOAD_FINISH),
-                audit: Script::new(AUDIT),
-                adopt: Script::new(ADOPT),
-            }),
+            scripts: Arc::new(Scripts::new()),
             redis,
         }
     }
@@ -508,7 +263,7 @@ impl RedisStock {
         before_ms: i64,
         even_confirmed: bool,
     ) -> Result<bool, StockError> {
-        let voided: i64 = self
+        let voided: VoidCode = self
             .scripts
             .void
             .key(self.hold_key(order))
@@ -520,7 +275,7 @@ impl RedisStock {
             .arg(u8::from(even_confirmed))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(voided == 1)
+        Ok(voided == VoidCode::Voided)
     }
 
     /// The reserve script's call for one request (keys and arguments as `RESERVE` reads them).
@@ -550,7 +305,7 @@ impl RedisStock {
     async fn claim(&self, sale: &Sale) -> Result<Option<i64>, StockError> {
         let lease_ms = u64::try_from(LOAD_LEASE.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let gen: i64 = self
+            let reply: i64 = self
                 .scripts
                 .load_begin
                 .key(self.sale_key(sale.id))
@@ -565,12 +320,12 @@ impl RedisStock {
                 .arg(lease_ms)
                 .invoke_async(&mut self.conn())
                 .await?;
-            match gen {
-                0 => return Ok(None),
-                -1 => tokio::time::sleep(LOAD_POLL).await,
+            match ClaimCode::from_code(reply) {
+                Some(ClaimCode::AlreadyBuilt) => return Ok(None),
+                Some(ClaimCode::BuildInProgress) => tokio::time::sleep(LOAD_POLL).await,
                 // Another database's sale under the same id and prefix (a new deployment
                 // pointed at an old Redis): never sell its stock as ours.
-                -2 => {
+                Some(ClaimCode::OtherSale) => {
                     return Err(StockError(
                         format!(
                             "Redis holds a different sale {} under this key prefix; \
@@ -580,7 +335,13 @@ impl RedisStock {
                         .into(),
                     ))
                 }
-                gen => return Ok(Some(gen)),
+                // Not a code: the generation the claim was given (generations start at 1).
+                None if reply > 0 => return Ok(Some(reply)),
+                None => {
+                    return Err(StockError(
+                        format!("load_begin answered unknown outcome code {reply}").into(),
+                    ))
+                }
             }
         }
     }
@@ -622,12 +383,12 @@ impl StockStore for RedisStock {
                     .arg(r.quantity)
                     .arg(u8::from(r.released));
             }
-            let written: i64 = call.invoke_async(&mut self.conn()).await?;
-            if written != 1 {
+            let written: LoadStepCode = call.invoke_async(&mut self.conn()).await?;
+            if written == LoadStepCode::ClaimLost {
                 return Err(claim_lost(sale.id));
             }
         }
-        let (built, remaining): (i64, i64) = self
+        let (built, remaining): (LoadStepCode, i64) = self
             .scripts
             .load_finish
             .key(self.sale_key(sale.id))
@@ -637,7 +398,7 @@ impl StockStore for RedisStock {
             .arg(sale.id)
             .invoke_async(&mut self.conn())
             .await?;
-        if built != 1 {
+        if built == LoadStepCode::ClaimLost {
             return Err(claim_lost(sale.id));
         }
         if remaining < 0 {
@@ -651,11 +412,11 @@ impl StockStore for RedisStock {
     }
 
     async fn reserve(&self, req: ReserveRequest) -> Result<ReserveDecision, StockError> {
-        let answer: (usize, i64) = self
+        let answer: (ReserveCode, i64) = self
             .reserve_invocation(&req)
             .invoke_async(&mut self.conn())
             .await?;
-        decision(answer)
+        Ok(decision(answer))
     }
 
     async fn reserve_many(
@@ -678,7 +439,8 @@ impl StockStore for RedisStock {
         };
         // One round trip. A pipelined EVALSHA does not load a missing script (after a Redis
         // restart or SCRIPT FLUSH): then nothing ran, so load it and send them again.
-        let answers: Vec<(usize, i64)> = match pipeline().query_async(&mut self.conn()).await {
+        let answers: Vec<(ReserveCode, i64)> = match pipeline().query_async(&mut self.conn()).await
+        {
             Ok(answers) => answers,
             Err(e)
                 if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
@@ -688,11 +450,11 @@ impl StockStore for RedisStock {
             }
             Err(e) => return Err(e.into()),
         };
-        answers.into_iter().map(decision).collect()
+        Ok(answers.into_iter().map(decision).collect())
     }
 
     async fn release(&self, order: OrderKey) -> Result<bool, StockError> {
-        let released: i64 = self
+        let released: ReleaseCode = self
             .scripts
             .release
             .key(self.hold_key(order))
@@ -702,7 +464,7 @@ impl StockStore for RedisStock {
             .arg(order_hex(order))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(released == 1)
+        Ok(released == ReleaseCode::Released)
     }
 
     async fn remaining(&self, sale_id: i64) -> Result<Option<i64>, StockError> {
@@ -768,7 +530,7 @@ impl StockStore for RedisStock {
 
     async fn audit(&self, sale: &Sale, repair: bool) -> Result<Option<SaleAudit>, StockError> {
         let (code, remaining_before, remaining_after, users, holds): (
-            i64,
+            AuditCode,
             i64,
             i64,
             Vec<i64>,
@@ -787,8 +549,8 @@ impl StockStore for RedisStock {
             .invoke_async(&mut self.conn())
             .await?;
         match code {
-            1 => {}
-            -1 => {
+            AuditCode::Audited => {}
+            AuditCode::NoHoldsSet => {
                 return Err(StockError(
                     format!(
                         "sale {} was built by an older version without its holds set; \
@@ -798,7 +560,7 @@ impl StockStore for RedisStock {
                     .into(),
                 ))
             }
-            _ => return Ok(None),
+            AuditCode::NotReady => return Ok(None),
         }
         let users = users
             .chunks_exact(3)
@@ -836,7 +598,7 @@ impl StockStore for RedisStock {
         user_id: i64,
         quantity: i64,
     ) -> Result<AdoptOutcome, StockError> {
-        let code: i64 = self
+        let code: AdoptCode = self
             .scripts
             .adopt
             .key(self.sale_key(sale_id))
@@ -852,10 +614,10 @@ impl StockStore for RedisStock {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match code {
-            1 => AdoptOutcome::Adopted,
-            2 => AdoptOutcome::AlreadyHeld,
-            3 => AdoptOutcome::Conflict,
-            _ => AdoptOutcome::NotTracked,
+            AdoptCode::Adopted => AdoptOutcome::Adopted,
+            AdoptCode::AlreadyHeld => AdoptOutcome::AlreadyHeld,
+            AdoptCode::Conflict => AdoptOutcome::Conflict,
+            AdoptCode::NotTracked => AdoptOutcome::NotTracked,
         })
     }
 }
@@ -871,5 +633,121 @@ mod tests {
         let id = uuid::Uuid::new_v4().as_u128();
         assert_eq!(u128::from_str_radix(&order_hex(id), 16).ok(), Some(id));
         assert_eq!(order_hex(0xAB), format!("{}ab", "0".repeat(30)));
+    }
+
+    /// A script's text split into the code names its preamble declares and its Lua.
+    fn split(text: &str) -> (Vec<&str>, &str) {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(line) = rest.strip_prefix("local ") {
+            let (line, after) = line.split_once('\n').unwrap_or((line, ""));
+            let Some((name, code)) = line.split_once(" = ") else {
+                break;
+            };
+            if code.parse::<i64>().is_err() {
+                break;
+            }
+            names.push(name);
+            rest = after;
+        }
+        (names, rest)
+    }
+
+    /// The Lua code without its comments and its string literals (the scripts quote with `'`).
+    fn code_only(lua: &str) -> String {
+        lua.lines()
+            .map(|line| {
+                let mut out = String::new();
+                let mut quoted = false;
+                let mut chars = line.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '\'' {
+                        quoted = !quoted;
+                    } else if !quoted && c == '-' && chars.peek() == Some(&'-') {
+                        break;
+                    } else if !quoted {
+                        out.push(c);
+                    }
+                }
+                out
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The upper-case identifiers the code uses (`KEYS`, `ARGV` and code names).
+    fn upper_case_names(code: &str) -> Vec<&str> {
+        code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with(|c: char| c.is_ascii_uppercase()))
+            .filter(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .collect()
+    }
+
+    #[test]
+    fn scripts_answer_with_the_names_their_preamble_declares_never_numbers() {
+        for (script, text) in Scripts::texts() {
+            let (declared, lua) = split(&text);
+            assert!(!declared.is_empty(), "{script}: no codes preamble");
+            let code = code_only(lua);
+            let used = upper_case_names(&code);
+            for name in &used {
+                assert!(
+                    ["KEYS", "ARGV"].contains(name) || declared.contains(name),
+                    "{script} uses {name}, which its preamble does not declare"
+                );
+            }
+            for name in &declared {
+                assert!(used.contains(name), "{script} never answers {name}");
+            }
+            for answer in code.split("return").skip(1) {
+                let answer = answer.trim_start().trim_start_matches('{').trim_start();
+                assert!(
+                    !answer.starts_with(|c: char| c.is_ascii_digit() || c == '-'),
+                    "{script} answers a bare number: return {answer:.20}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_script_file_has_a_header() {
+        for (script, lua) in [
+            ("reserve", RESERVE),
+            ("release", RELEASE),
+            ("void", VOID),
+            ("confirm", CONFIRM),
+            ("load_begin", LOAD_BEGIN),
+            ("load_chunk", LOAD_CHUNK_SCRIPT),
+            ("load_finish", LOAD_FINISH),
+            ("audit", AUDIT),
+            ("adopt", ADOPT),
+        ] {
+            let header: Vec<&str> = lua.lines().take_while(|l| l.starts_with("--")).collect();
+            assert!(
+                header
+                    .first()
+                    .is_some_and(|l| l.starts_with(&format!("-- {script}: "))),
+                "{script}.lua: header should start by naming the script"
+            );
+            for part in ["-- KEYS: ", "-- ARGV: ", "-- Returns "] {
+                assert!(
+                    header.iter().any(|l| l.starts_with(part)),
+                    "{script}.lua: header lacks {part:?}"
+                );
+            }
+        }
+        assert!(GIVE_BACK.starts_with("-- give_back("));
+    }
+
+    #[test]
+    fn every_reserve_code_is_a_distinct_outcome() {
+        let outcomes: Vec<_> = ReserveCode::ALL
+            .iter()
+            .map(|&code| decision((code, 5)).outcome)
+            .collect();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            assert!(!outcomes[..i].contains(outcome), "{outcome:?} twice");
+        }
+        assert_eq!(outcomes.len(), 8, "one code per ReserveOutcome");
     }
 }
