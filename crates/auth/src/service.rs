@@ -220,33 +220,3 @@ impl Auth for AuthService {
         }))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            normalize_email("  Ann@Example.COM ").unwrap(),
-            "ann@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "@example.com",
-            "ann@",
-            "a b@example.com",
-            "a@b@c",
-        ] {
-            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn passwords_need_8_to_128_chars() {
-        assert!(check_password("short").is_err());
-        assert!(check_password("long enough").is_ok());
-        assert!(check_password(&"x".repeat(129)).is_err());
-    }
-}
