@@ -53,6 +53,7 @@ use std::{sync::Arc, time::Duration};
 use ::redis::{aio::ConnectionManager, Script};
 use async_trait::async_trait;
 use flashsale_redis::Redis;
+use futures::StreamExt;
 
 use self::codes::{
     script_text, AdoptCode, AuditCode, ClaimCode, Code as _, ConfirmCode, LoadStepCode,
@@ -60,7 +61,7 @@ use self::codes::{
 };
 use super::{
     AdoptOutcome, HeldFix, LiveHold, OrderKey, ReserveDecision, ReserveOutcome, ReserveRequest,
-    SaleAudit, StockError, StockStore,
+    SaleAudit, StockError, StockEvents, StockStore,
 };
 use crate::{catalog::StoredReservation, sale::Sale};
 
@@ -349,6 +350,23 @@ impl RedisStock {
 
 #[async_trait]
 impl StockStore for RedisStock {
+    async fn watch(&self) -> Result<StockEvents, StockError> {
+        // Every instance's scripts publish on one channel: each watcher gets its own
+        // subscription, and its stream ends when the subscription does.
+        let pubsub = self
+            .redis
+            .subscribe(flashsale_redis::events::STOCK_EVENTS)
+            .await
+            .map_err(|e| StockError(Box::new(e)))?;
+        Ok(Box::pin(pubsub.into_on_message().filter_map(|message| {
+            let event = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|payload| flashsale_redis::events::parse(&payload));
+            std::future::ready(event)
+        })))
+    }
+
     async fn load(
         &self,
         sale: &Sale,
