@@ -46,6 +46,9 @@ impl std::fmt::Debug for FirstAdmin {
 /// Why the auth service could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
+    /// Its tables could not be migrated.
+    #[error(transparent)]
+    Storage(#[from] flashsale_storage::StorageError),
     /// Sessions live in Redis and Redis cannot be reached.
     #[error(transparent)]
     Redis(#[from] flashsale_redis::ConnectError),
@@ -54,13 +57,14 @@ pub enum AssembleError {
     Auth(#[from] AuthError),
 }
 
-/// Builds the auth service: session store chosen by `config.sessions`, users in the database,
+/// Builds the auth service: its tables migrated, session store chosen by `config.sessions`, users in the database,
 /// and the first admin ready when one is configured.
 pub async fn assemble(
     config: &AuthConfig,
     parts: AuthParts,
     admin: Option<&FirstAdmin>,
 ) -> Result<AuthService, AssembleError> {
+    parts.db.migrate(crate::schema).await?;
     let sessions = config.sessions.open(&parts.redis, parts.clock).await?;
     let service = AuthService::new(
         config,

@@ -16,10 +16,12 @@
 pub mod assemble;
 pub mod config;
 pub mod password;
+pub mod schema;
 pub mod service;
 pub mod store;
 /// Token issue and verification (the `flashsale-token` crate, which the gateway uses alone).
 pub use flashsale_token as token;
 
 pub use config::AuthConfig;
+pub use schema::schema;
 pub use service::AuthService;

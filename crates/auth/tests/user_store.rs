@@ -6,7 +6,7 @@
 use flashsale_auth::store::{Role, SqlUserStore, UserStore};
 use flashsale_storage::{on_every_engine, testing::TestDatabase};
 
-on_every_engine!(an_email_is_taken_once, updates_replace_hash_and_role);
+on_every_engine!(schemas = [flashsale_auth::schema]; an_email_is_taken_once, updates_replace_hash_and_role);
 
 async fn an_email_is_taken_once(t: TestDatabase) {
     let store = SqlUserStore::new(t.db.clone());

@@ -259,5 +259,5 @@ mod tests {
         );
     }
 
-    flashsale_storage::on_every_engine!(broken_database_rows_are_found);
+    flashsale_storage::on_every_engine!(schemas = [flashsale_order::schema]; broken_database_rows_are_found);
 }

@@ -158,6 +158,7 @@ pub async fn run(args: &PersistArgs) -> Result<PersistReport, BenchError> {
         ));
     }
     let db = flashsale_storage::connect(&args.database_url, Durability::Process, 8).await?;
+    db.migrate(flashsale_order::schema).await?;
     let store = Arc::new(SqlOrderStore::new(db.clone()));
     // A sale id no real sale has (sales count up from 1), unique to the run.
     let sale_id = -now_ms();

@@ -47,6 +47,9 @@ pub enum Start {
 /// Why the inventory could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
+    /// Its tables could not be migrated.
+    #[error(transparent)]
+    Storage(#[from] flashsale_storage::StorageError),
     /// Stock lives in Redis and Redis cannot be reached.
     #[error(transparent)]
     Redis(#[from] flashsale_redis::ConnectError),
@@ -64,6 +67,7 @@ pub async fn assemble(
     stops: &Stops,
 ) -> Result<Assembled<InventoryService>, AssembleError> {
     let shutdown = &stops.workers;
+    parts.db.migrate(crate::schema).await?;
     let stock = config.stock.open(&parts.redis).await?;
     let catalog = Arc::new(SqlCatalog::new(parts.db.clone(), Arc::clone(&parts.orders)));
     let grace = Duration::from_millis(config.reservation_grace_ms);

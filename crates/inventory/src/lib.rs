@@ -27,8 +27,10 @@ pub mod drift;
 pub mod reconcile;
 pub mod recovery;
 pub mod sale;
+pub mod schema;
 pub mod service;
 pub mod stock;
 
 pub use config::InventoryConfig;
+pub use schema::schema;
 pub use service::InventoryService;

@@ -14,6 +14,7 @@ use flashsale_inventory::{
 use flashsale_storage::{on_every_engine, testing::TestDatabase, Arg};
 
 on_every_engine!(
+    schemas = [flashsale_inventory::schema, flashsale_order::schema];
     sales_round_trip_in_id_order,
     reservations_are_the_orders_and_the_queued_requests,
     known_orders_are_found_in_either_table,

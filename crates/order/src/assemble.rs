@@ -40,6 +40,9 @@ pub enum AssembleError {
     /// The section breaks one of its own rules ([`OrderConfig::check`]).
     #[error("configuration: {0}")]
     Config(String),
+    /// Its tables could not be migrated.
+    #[error(transparent)]
+    Storage(#[from] flashsale_storage::StorageError),
     /// The queue could not be opened (journal replay, NATS connection or stream).
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -53,6 +56,7 @@ pub async fn assemble(
 ) -> Result<Assembled<OrderService>, AssembleError> {
     let shutdown = &stops.workers;
     config.check().map_err(AssembleError::Config)?;
+    parts.db.migrate(crate::schema).await?;
     let queue = queue::open(config, parts.db.clone()).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db));
     let timeout_ms =

@@ -25,11 +25,15 @@ use crate::{
     queue::{nats::NatsStream, QueueError},
 };
 
-/// The order side's answer for `config.queue` (the NATS one connects to the stream).
+/// The order side's answer for `config.queue` (the NATS one connects to the stream). The order
+/// tables are migrated first: the inventory may start before any order process has.
 pub async fn held_stock(
     config: &OrderConfig,
     db: Database,
 ) -> Result<Arc<dyn HeldStock>, QueueError> {
+    db.migrate(crate::schema)
+        .await
+        .map_err(QueueError::Schema)?;
     Ok(match config.queue {
         QueueBackend::Journal => Arc::new(JournalHeld::new(db)),
         QueueBackend::Nats => Arc::new(NatsHeld::new(

@@ -23,10 +23,12 @@ pub mod held;
 pub mod model;
 pub mod queue;
 pub mod release;
+pub mod schema;
 pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::OrderConfig;
+pub use schema::schema;
 pub use service::OrderService;

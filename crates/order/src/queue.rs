@@ -36,6 +36,9 @@ pub enum QueueError {
     /// The journal could not be written or read.
     #[error("order journal failed: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The order tables could not be migrated.
+    #[error("order tables could not be migrated: {0}")]
+    Schema(#[source] flashsale_storage::StorageError),
     /// A group commit failed; every request in the batch gets the same cause.
     #[error("order journal commit failed: {0}")]
     Commit(#[source] Arc<sqlx::Error>),

@@ -134,7 +134,7 @@ fn cancel_with(order: &OrderRequest, grpc_timeout: &str) -> Request<TransitionRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_gives_the_release_its_remaining_budget_minus_a_reserve_or_sends_nothing() {
-    run(Engine::Sqlite, |t| async move {
+    run(Engine::Sqlite, &[flashsale_order::schema], |t| async move {
         let inventory = RecordingInventory::default();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();

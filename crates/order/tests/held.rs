@@ -15,7 +15,7 @@ use flashsale_order::{
 };
 use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
 
-on_every_engine!(queued_requests_hold_stock_and_are_known);
+on_every_engine!(schemas = [flashsale_order::schema]; queued_requests_hold_stock_and_are_known);
 
 fn request(n: u128) -> OrderRequest {
     OrderRequest {

@@ -29,6 +29,7 @@ use flashsale_proto::order::{orders_server::Orders, TransitionOutcome, Transitio
 use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
 
 on_every_engine!(
+    schemas = [flashsale_order::schema];
     journal_redelivers_after_restart_and_duplicates_create_nothing,
     the_same_request_five_times_is_one_order,
     stale_requests_are_refused_not_queued,

@@ -253,7 +253,7 @@ async fn journal_conforms(t: TestDatabase) {
     conformance(Backend::Journal(t)).await;
 }
 
-on_every_engine!(journal_conforms, nats_redelivery_makes_one_order);
+on_every_engine!(schemas = [flashsale_order::schema]; journal_conforms, nats_redelivery_makes_one_order);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_conforms() {

@@ -1,17 +1,16 @@
 //! Opening the database a URL names, with the per-connection settings that bound lock waits to
-//! [`BUSY_TIMEOUT`], and applying that engine's migrations.
+//! [`BUSY_TIMEOUT`]. Tables are created by the services that own them ([`crate::schema`]).
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use sqlx::{
-    migrate::Migrator,
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     Executor,
 };
 
-use crate::{with_pool, Database, Durability, Engine, BUSY_TIMEOUT};
+use crate::{Database, Durability, Engine, BUSY_TIMEOUT};
 
 /// Errors opening or migrating the database.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +28,8 @@ pub enum StorageError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-static MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/mysql");
-
 /// Opens the database at `url` (creating a missing SQLite file; a server's database must exist)
-/// and applies all migrations.
+/// (each service then applies its own tables: [`Database::migrate`]).
 ///
 /// `max_connections` bounds the pool; SQLite serialises writers anyway, so a handful of
 /// connections for concurrent readers is enough. SQLite connections are not pinged before each
@@ -61,7 +56,6 @@ pub async fn connect(
         Some(Engine::MySql) => connect_mysql(url, durability, max_connections).await?,
         None => return Err(StorageError::UnsupportedUrl(url.to_owned())),
     };
-    migrate(&db).await?;
     tracing::debug!(engine = db.engine().name(), "database ready");
     Ok(db)
 }
@@ -155,30 +149,4 @@ async fn connect_mysql(
         }
     }
     Ok(Database::MySql(pool))
-}
-
-/// Applies the migrations. Several processes may start on one fresh database at once (the
-/// services of `flashsale serve`). PostgreSQL and MySQL migrations take an advisory lock; SQLite
-/// migrations take none, so a process that loses the race fails on a table the winner just
-/// created. It then simply tries again: the winner's migration is recorded by then and is
-/// skipped.
-async fn migrate(db: &Database) -> Result<(), StorageError> {
-    let migrator = match db.engine() {
-        Engine::Sqlite => &SQLITE_MIGRATIONS,
-        Engine::Postgres => &POSTGRES_MIGRATIONS,
-        Engine::MySql => &MYSQL_MIGRATIONS,
-    };
-    let mut attempt = 0;
-    loop {
-        let result = with_pool!(db, pool, _DB => migrator.run(pool).await);
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < 5 => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "migration raced another process; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
-            Err(e) => return Err(StorageError::Migrate(e)),
-        }
-    }
 }

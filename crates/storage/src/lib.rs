@@ -2,9 +2,9 @@
 //!
 //! Every service keeps its source of truth (users, sales, orders, the order-queue journal) in one
 //! relational database, chosen by its URL: `sqlite:` (the embedded default), `postgres://` /
-//! `postgresql://`, or `mysql://` / `mariadb://`. This crate opens it as one [`Database`] handle
-//! and applies that engine's versioned migrations (`migrations/<engine>/`: the same tables, keys
-//! and indexes in each dialect).
+//! `postgresql://`, or `mysql://` / `mariadb://`. This crate opens it as one [`Database`] handle;
+//! each service applies its own tables' migrations through it ([`Schema`], [`Database::migrate`]:
+//! the service's `migrations/<engine>/`, the same tables, keys and indexes in each dialect).
 //!
 //! Durability: the embedded SQLite file runs in WAL mode, so readers never block the single
 //! writer and a commit survives a `kill -9` of the process (the WAL is in the OS page cache
@@ -17,6 +17,7 @@
 mod connect;
 mod database;
 mod query;
+pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use connect::{connect, StorageError};
 pub use database::{Database, Engine};
 pub use query::{is_unique_violation, Arg, Row};
+pub use schema::Schema;
 pub use sqlx;
 pub use sqlx::{MySqlPool, PgPool, SqlitePool};
 

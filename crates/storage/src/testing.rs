@@ -16,7 +16,7 @@ use sqlx::{
     mysql::MySqlConnectOptions, postgres::PgConnectOptions, ConnectOptions, Connection, Executor,
 };
 
-use crate::{connect, Database, Durability, Engine};
+use crate::{connect, Database, Durability, Engine, Schema};
 
 /// Default admin URL of the test PostgreSQL (a database it may connect to, not the test's own).
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -103,8 +103,24 @@ fn unreachable(engine: Engine, e: &dyn std::fmt::Display) -> Option<(TestDatabas
 }
 
 impl TestDatabase {
-    /// A fresh, migrated database on `engine`; `None` (after saying why) when its server cannot
-    /// be reached and this is not CI.
+    /// A fresh database on `engine` with the tables of `schemas`; `None` (after saying why)
+    /// when its server cannot be reached and this is not CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` when the server cannot be reached; when SQLite cannot open a temporary
+    /// file; when a migration fails.
+    pub async fn start_with(engine: Engine, schemas: &[Schema]) -> Option<(Self, DatabaseGuard)> {
+        let (t, guard) = Self::start(engine).await?;
+        for schema in schemas {
+            t.db.migrate(*schema)
+                .await
+                .unwrap_or_else(|e| panic!("cannot migrate {}: {e}", t.url));
+        }
+        Some((t, guard))
+    }
+
+    /// A fresh, empty database on `engine` (no tables: a process under test creates its own);
+    /// `None` (after saying why) when its server cannot be reached and this is not CI.
     ///
     /// # Panics
     /// Under `CI=true` when the server cannot be reached; when SQLite cannot open a temporary
@@ -235,14 +251,14 @@ impl Drop for DatabaseGuard {
     }
 }
 
-/// Runs `test` on a fresh database of `engine` and drops the database afterwards (skipping,
-/// having said why, when the server is unreachable outside CI).
-pub async fn run<F, Fut>(engine: Engine, test: F)
+/// Runs `test` on a fresh database of `engine` with the tables of `schemas`, and drops the
+/// database afterwards (skipping, having said why, when the server is unreachable outside CI).
+pub async fn run<F, Fut>(engine: Engine, schemas: &[Schema], test: F)
 where
     F: FnOnce(TestDatabase) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some((db, guard)) = TestDatabase::start(engine).await else {
+    let Some((db, guard)) = TestDatabase::start_with(engine, schemas).await else {
         return;
     };
     test(db).await;
@@ -251,26 +267,30 @@ where
 
 /// One `#[tokio::test]` per engine (`<name>::sqlite`, `<name>::postgres`, `<name>::mysql`) for
 /// each `async fn <name>(db: TestDatabase)` listed, on a multi-threaded runtime (the suites
-/// test real concurrency).
+/// test real concurrency). `schemas = [..];` first names the tables the tests need (each
+/// service's `schema`); without it the database is empty.
 #[macro_export]
 macro_rules! on_every_engine {
-    ($($name:ident),+ $(,)?) => {
+    (schemas = $schemas:tt; $($name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn sqlite() {
-                    $crate::testing::run($crate::Engine::Sqlite, super::$name).await;
+                    $crate::testing::run($crate::Engine::Sqlite, &$schemas, super::$name).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn postgres() {
-                    $crate::testing::run($crate::Engine::Postgres, super::$name).await;
+                    $crate::testing::run($crate::Engine::Postgres, &$schemas, super::$name).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn mysql() {
-                    $crate::testing::run($crate::Engine::MySql, super::$name).await;
+                    $crate::testing::run($crate::Engine::MySql, &$schemas, super::$name).await;
                 }
             }
         )+
+    };
+    ($($name:ident),+ $(,)?) => {
+        $crate::on_every_engine!(schemas = []; $($name),+);
     };
 }
 
@@ -291,13 +311,24 @@ mod tests {
         );
     }
 
-    async fn migrated_with_every_table(t: TestDatabase) {
-        for table in ["users", "sales", "orders", "order_queue"] {
-            assert_eq!(t.scalar(&format!("SELECT COUNT(*) FROM {table}")).await, 0);
+    async fn a_new_database_is_empty(t: TestDatabase) {
+        for table in [
+            "users",
+            "sales",
+            "orders",
+            "order_queue",
+            "_sqlx_migrations",
+        ] {
+            assert!(
+                t.db.fetch_all::<(i64,)>(&format!("SELECT COUNT(*) FROM {table}"), &[])
+                    .await
+                    .is_err(),
+                "{table} exists before any service migrated"
+            );
         }
     }
 
-    crate::on_every_engine!(migrated_with_every_table);
+    crate::on_every_engine!(a_new_database_is_empty);
 
     #[tokio::test]
     async fn a_server_database_is_gone_after_cleanup() {

@@ -1,7 +1,8 @@
 //! The whole system (`flashsale dev` composition, real HTTP) on each database engine: SQLite,
 //! PostgreSQL and MariaDB/MySQL, each on a database of the test's own. A small sale is rushed
 //! by more buyers than it has stock: exactly the stock is sold, every `202` is stored once, and
-//! `remaining + sold == stock` — in the API and in the database.
+//! `remaining + sold == stock` — in the API and in the database. And a database created before
+//! each service owned its tables keeps its data when the services migrate their own.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -13,7 +14,48 @@ use tokio::sync::Barrier;
 const BUYERS: usize = 120;
 const STOCK: i64 = 40;
 
-on_every_engine!(a_rush_sells_exactly_the_stock);
+on_every_engine!(
+    a_rush_sells_exactly_the_stock,
+    a_database_from_before_the_split_keeps_its_rows_and_gains_the_services_versions
+);
+
+async fn a_database_from_before_the_split_keeps_its_rows_and_gains_the_services_versions(
+    t: TestDatabase,
+) {
+    // The database as the single shared migration set left it (versions 1-3), with rows.
+    t.db.migrate(flashsale_storage::schema::legacy)
+        .await
+        .unwrap();
+    t.execute(
+        "INSERT INTO users (email, password_hash, role, created_at_ms) VALUES ('old@example.com', 'h', 'customer', 1)",
+    )
+    .await;
+    t.execute(
+        "INSERT INTO order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms, traceparent) \
+         VALUES ('q1', 1, 1, 1, 100, 'k', 1, NULL)",
+    )
+    .await;
+    // Each service migrates its own tables, twice (a restart): nothing fails, nothing is lost.
+    for _ in 0..2 {
+        for schema in [
+            flashsale_auth::schema as flashsale_storage::Schema,
+            flashsale_inventory::schema,
+            flashsale_order::schema,
+        ] {
+            t.db.migrate(schema).await.unwrap();
+        }
+    }
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM users").await, 1);
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM order_queue").await, 1);
+    let versions: Vec<(i64,)> =
+        t.db.fetch_all("SELECT version FROM _sqlx_migrations ORDER BY version", &[])
+            .await
+            .unwrap();
+    assert_eq!(
+        versions.into_iter().map(|(v,)| v).collect::<Vec<_>>(),
+        [1, 2, 3, 1001, 2001, 3001]
+    );
+}
 
 async fn a_rush_sells_exactly_the_stock(t: TestDatabase) {
     let url = t.url.clone();

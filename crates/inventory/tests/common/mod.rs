@@ -34,5 +34,7 @@ pub async fn database() -> (tempfile::TempDir, SqlitePool) {
     )
     .await
     .unwrap();
+    db.migrate(flashsale_inventory::schema).await.unwrap();
+    db.migrate(flashsale_order::schema).await.unwrap();
     (dir, db.as_sqlite().cloned().unwrap())
 }
