@@ -123,7 +123,7 @@ impl SessionCache {
             position: Arc::new(AtomicU64::new(0)),
             epoch_ms: Arc::new(AtomicI64::new(0)),
             fresh_until_ms: Arc::new(AtomicI64::new(0)),
-            max_staleness_ms: i64::try_from(max_staleness.as_millis()).unwrap_or(i64::MAX),
+            max_staleness_ms: flashsale_kernel::duration::as_ms_i64(max_staleness),
         }
     }
 

@@ -120,7 +120,7 @@ impl SaleCache {
                 .max_capacity(100_000)
                 .expire_after(PerEntry { missing })
                 .build(),
-            sold_out_ms: i64::try_from(sold_out.as_millis()).unwrap_or(i64::MAX),
+            sold_out_ms: flashsale_kernel::duration::as_ms_i64(sold_out),
             // Bounded in time too: a restock event may be lost without the subscription
             // noticing; then the gateway asks the inventory again after this long.
             pushed_sold_out: moka::sync::Cache::builder()

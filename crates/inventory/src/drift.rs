@@ -88,8 +88,8 @@ pub async fn reconcile(
     for sale in sales {
         audits.push((sale, stock.audit(sale, !dry_run).await?));
     }
-    let cutoff = flashsale_storage::now_ms()
-        .saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let cutoff =
+        flashsale_storage::now_ms().saturating_sub(flashsale_kernel::duration::as_ms_i64(grace));
     let stored: HashMap<OrderKey, StoredReservation> = catalog
         .load_reservations()
         .await?

@@ -46,7 +46,7 @@ pub async fn reconcile_once(
     now_ms: i64,
     grace: Duration,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let cutoff = now_ms.saturating_sub(flashsale_kernel::duration::as_ms_i64(grace));
     let due = stock.unconfirmed(cutoff).await?;
     if due.is_empty() {
         return Ok(ReconcileReport::default());

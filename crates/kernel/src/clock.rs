@@ -20,7 +20,7 @@ use std::{
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(crate::duration::as_ms_i64)
         .unwrap_or(0)
 }
 
@@ -97,7 +97,7 @@ impl ManualClock {
 
     /// Moves both readings forward by `by` (the wall clock in whole milliseconds).
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let ms = crate::duration::as_ms_i64(by);
         self.now.fetch_add(ms, Ordering::SeqCst);
         let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
         self.advanced_us.fetch_add(us, Ordering::SeqCst);

@@ -4,6 +4,8 @@
 //! * [`clock`]: the [`Clock`] trait, the wall clock ([`SystemClock`]) and a clock tests move by
 //!   hand ([`ManualClock`]); [`now_ms`], the time unit stored in every table.
 //! * [`credentials`]: the rules a sign-up's email and password must meet.
+//! * [`duration`]: configured milliseconds and seconds to `Duration` and table milliseconds,
+//!   saturating.
 //! * [`ids`]: newtypes for the ids that cross service boundaries ([`UserId`], [`SaleId`],
 //!   [`OrderId`]), so a sale id cannot be passed where a user id is meant.
 //! * [`worker`]: named background tasks a service hands to whatever hosts it, so the host can
@@ -15,6 +17,7 @@
 
 pub mod clock;
 pub mod credentials;
+pub mod duration;
 pub mod held_stock;
 pub mod ids;
 pub mod periodic;

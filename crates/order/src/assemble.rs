@@ -59,8 +59,7 @@ pub async fn assemble(
     parts.db.migrate(crate::schema).await?;
     let queue = queue::open(config, parts.db.clone()).await?;
     let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db));
-    let timeout_ms =
-        i64::try_from(config.payment_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let timeout_ms = flashsale_kernel::duration::secs_as_ms_i64(config.payment_timeout_secs);
     let workers: Workers = [
         Worker::spawn(
             "order.consumer",

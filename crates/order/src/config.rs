@@ -123,7 +123,7 @@ impl OrderConfig {
 
     /// Oldest accepted request the queue still commits, as the queues take it.
     pub fn max_accept_age(&self) -> i64 {
-        i64::try_from(self.max_accept_age_ms).unwrap_or(i64::MAX)
+        flashsale_kernel::duration::ms_i64(self.max_accept_age_ms)
     }
 }
 

@@ -319,7 +319,9 @@ impl NatsQueue {
         let batch_max = batch_max.max(1);
         let (deliver_tx, deliver_rx) = mpsc::channel(batch_max * 4);
         let discard_after_ms = max_age_ms
-            .saturating_add(i64::try_from(config.publish_timeout_ms).unwrap_or(i64::MAX))
+            .saturating_add(flashsale_kernel::duration::ms_i64(
+                config.publish_timeout_ms,
+            ))
             .saturating_add(STALE_MARGIN_MS);
         let mut lag_reader = consumer.clone();
         let initial_lag = lag_reader.info().await.map(lag_of).map_err(nats_error)?;
