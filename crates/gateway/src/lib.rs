@@ -27,6 +27,7 @@ pub mod auth;
 pub mod batch;
 pub mod buy;
 pub mod client_ip;
+pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod error_code;

@@ -206,3 +206,48 @@ async fn sales_are_listed_and_read_with_live_remaining_stock() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_carry_an_etag_and_a_current_one_is_answered_304_until_the_stock_moves() {
+    let app = TestApp::spawn().await;
+    // A limit of 2: the test buys once per read path.
+    let sale = app.open_sale(5, 2).await;
+    let token = app.customer("reader@example.com", &ip(1)).await;
+    for path in [format!("/api/v1/sales/{sale}"), "/api/v1/sales".to_owned()] {
+        let get = |tag: Option<String>| {
+            let mut rb = app.req(Method::GET, &path, &ip(1));
+            if let Some(tag) = tag {
+                rb = rb.header("if-none-match", tag);
+            }
+            async move { rb.send().await.unwrap() }
+        };
+        let r = get(None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["cache-control"], "public, max-age=1");
+        let tag = r.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(tag.starts_with('"'), "a strong tag: {tag}");
+        let shown: Value = r.json().await.unwrap();
+
+        // The same answer again: 304, no body, the same tag (also weakly and as `*`).
+        for condition in [tag.clone(), format!("W/{tag}"), "\"other\", *".to_owned()] {
+            let r = get(Some(condition.clone())).await;
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{condition}");
+            assert_eq!(r.headers()["etag"], tag.as_str());
+            assert!(r.bytes().await.unwrap().is_empty());
+        }
+        // Another tag gets the body.
+        let r = get(Some("\"not-this-one\"".into())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<Value>().await.unwrap(), shown);
+
+        // A buy moves the stock: the old tag no longer matches, the new answer shows it.
+        let key = format!("etag-{}", path.len());
+        let bought = app.buy(sale, &token, &ip(1), &key).await;
+        assert_eq!(bought.status(), StatusCode::ACCEPTED);
+        let r = get(Some(tag.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_ne!(r.headers()["etag"], tag.as_str());
+        let now: Value = r.json().await.unwrap();
+        assert_ne!(now, shown, "remaining moved");
+    }
+}

@@ -1,6 +1,12 @@
-//! Sales: `POST /api/v1/admin/sales`, `GET /api/v1/sales`, `GET /api/v1/sales/{id}`.
+//! Sales: `POST /api/v1/admin/sales`, `GET /api/v1/sales`, `GET /api/v1/sales/{id}`. The two
+//! reads are conditional ([`crate::conditional`]): `ETag`, `Cache-Control`, `304`.
 
-use axum::{extract::State, http::StatusCode, Json};
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::Response,
+    Json,
+};
 use flashsale_proto::inventory::{CreateSaleRequest, GetSaleRequest, ListSalesRequest};
 
 use crate::{
@@ -44,29 +50,42 @@ pub async fn create(
 }
 
 /// Lists sales with their live remaining stock.
-#[utoipa::path(get, path = "/api/v1/sales", tag = "sales", responses((status = 200, body = Vec<Sale>)))]
+#[utoipa::path(get, path = "/api/v1/sales", tag = "sales",
+    params(("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer")),
+    responses(
+        (status = 200, body = Vec<Sale>, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "unchanged since the ETag in If-None-Match"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     ctx: CallContext,
-) -> Result<Json<Vec<Sale>>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let reply = ctx
         .retry(ListSalesRequest {}, |request| {
             let mut inventory = state.upstreams.inventory.clone();
             async move { inventory.list_sales(request).await }
         })
         .await?;
-    Ok(Json(reply.sales.into_iter().map(Sale::from).collect()))
+    let sales: Vec<Sale> = reply.sales.into_iter().map(Sale::from).collect();
+    crate::conditional::json(&headers, &sales)
 }
 
 /// One sale with its live remaining stock.
 #[utoipa::path(get, path = "/api/v1/sales/{id}", tag = "sales",
-    params(("id" = i64, Path, description = "sale id")),
-    responses((status = 200, body = Sale), (status = 404, body = ErrorBody)))]
+    params(("id" = i64, Path, description = "sale id"),
+        ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer")),
+    responses(
+        (status = 200, body = Sale, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "unchanged since the ETag in If-None-Match"),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     ctx: CallContext,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Sale>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let reply = ctx
         .retry(GetSaleRequest { id }, |request| {
             let mut inventory = state.upstreams.inventory.clone();
@@ -77,8 +96,9 @@ pub async fn get(
     if let Some(sale) = &reply.sale {
         state.sales.remember(sale).await;
     }
-    reply
+    let sale: Sale = reply
         .sale
-        .map(|s| Json(s.into()))
-        .ok_or_else(|| ApiError::not_found("no such sale"))
+        .map(Sale::from)
+        .ok_or_else(|| ApiError::not_found("no such sale"))?;
+    crate::conditional::json(&headers, &sale)
 }
