@@ -150,11 +150,6 @@ impl HostedGrpc {
         self
     }
 
-    /// The full name of the service served (`flashsale.inventory.v1.Inventory`).
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Serves until `shutdown`, then drains; an error if the server stopped on its own.
     pub async fn run_until(mut self, shutdown: &CancellationToken) -> Result<(), StartupError> {
         let stopped_early = tokio::select! {

@@ -69,7 +69,7 @@ pub async fn assemble(
     let shutdown = &stops.workers;
     parts.db.migrate(crate::schema).await?;
     let stock = config.stock.open(&parts.redis).await?;
-    let catalog = Arc::new(SqlCatalog::new(parts.db.clone(), Arc::clone(&parts.orders)));
+    let catalog = Arc::new(SqlCatalog::new(parts.db, parts.orders));
     let grace = Duration::from_millis(config.reservation_grace_ms);
     let service = match start {
         Start::Alone => InventoryService::open_paused(catalog, stock, grace).await?,
@@ -81,7 +81,7 @@ pub async fn assemble(
     let mut workers = Workers::new();
     workers.push(Worker::adopt(
         "inventory.reconciler",
-        service.spawn_reconciler(config, Arc::clone(&parts.clock), shutdown.clone()),
+        service.spawn_reconciler(config, parts.clock, shutdown.clone()),
     ));
     if config.stock == StockBackend::Redis {
         workers.push(Worker::adopt(

@@ -53,24 +53,9 @@ impl Workers {
         self.0.push(worker);
     }
 
-    /// Adds all of `other`.
-    pub fn extend(&mut self, other: Workers) {
-        self.0.extend(other.0);
-    }
-
     /// Their names, in the order they were added.
     pub fn names(&self) -> Vec<&'static str> {
         self.0.iter().map(|w| w.name).collect()
-    }
-
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Waits for every worker to end (they were told to stop), giving up after `grace`; logs

@@ -215,14 +215,6 @@ impl SharedRedis {
         }
     }
 
-    /// A handle over a connection already open (tests, tools).
-    pub fn from_connected(config: RedisConfig, redis: Redis) -> Self {
-        Self {
-            config,
-            cell: std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(redis))),
-        }
-    }
-
     /// The connection, opened now if this is the first call; a failed attempt is retried by
     /// the next call.
     pub async fn get(&self) -> Result<Redis, ConnectError> {
@@ -236,11 +228,6 @@ impl SharedRedis {
             })
             .await
             .cloned()
-    }
-
-    /// Whether a connection has been opened.
-    pub fn is_connected(&self) -> bool {
-        self.cell.initialized()
     }
 
     /// Where Redis is.
