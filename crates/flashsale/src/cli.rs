@@ -25,7 +25,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Rush a sale (or a bare HTTP server: `ceiling`), report throughput and latency, and check
     /// the guarantees.
-    Bench(flashsale_bench::BenchArgs),
+    Bench(Box<flashsale_bench::BenchArgs>),
     /// Operate the inventory service of a running system.
     Inventory(InventoryArgs),
     /// Show the spans of one recent request as a tree (from `flashsale dev`'s span buffer;

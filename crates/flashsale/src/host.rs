@@ -143,6 +143,29 @@ pub fn host_grpc(
     }
 }
 
+/// A channel to `server` in this process ([`Balanced::local`]) that traces and counts each
+/// call as the hosted server does (the same span and the same gRPC metrics), so a buy's trace
+/// shows every service it crossed whether or not the hop is a network hop.
+pub fn local_channel<S>(server: S) -> flashsale_registry::Balanced
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let traced = tower::ServiceBuilder::new()
+        .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+        .layer(TraceLayer::new_for_grpc().make_span_with(flashsale_telemetry::span::make_span))
+        .layer(flashsale_telemetry::grpc_metrics::GrpcMetricsLayer)
+        .service(server);
+    flashsale_registry::Balanced::local(traced)
+}
+
 impl HostedGrpc {
     /// Keeps this instance registered with the registry while it serves.
     pub fn registered(mut self, registrar: Option<Registrar>) -> Self {

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let service = match &cli.command {
         // The bench is a client: no server configuration, logging or metrics of its own.
         Command::Bench(args) => {
-            flashsale_bench::run(args.clone()).await?;
+            flashsale_bench::run((**args).clone()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         // So are operator commands; they read the configuration for the services' addresses.

@@ -30,7 +30,7 @@ use crate::{
     cli::Service,
     config::Config,
     discovery::listen_address,
-    host::{bind, host_grpc, local_addr, serve_gateway, GrpcService, HostedGrpc},
+    host::{bind, host_grpc, local_addr, local_channel, serve_gateway, GrpcService, HostedGrpc},
 };
 
 /// What the process's telemetry hands to the services it runs: the Prometheus rendering (for
@@ -134,10 +134,13 @@ fn register(
 }
 
 /// The whole system in one process: gateway, auth, inventory and order, each on its own port.
+/// With one instance and no registry the gateway (and the order service's releases) call the
+/// services in-process ([`crate::host::local_channel`]); their gRPC ports still serve the CLI and tools.
 pub struct DevApp {
     http: TcpListener,
     http_addr: SocketAddr,
     grpc_addrs: Vec<SocketAddr>,
+    inventory_addr: SocketAddr,
     gateway: AppState,
     hosted: Vec<HostedGrpc>,
     /// Stops following the in-process registry once everything stopped.
@@ -211,6 +214,7 @@ impl DevApp {
         };
 
         let mut first = None;
+        let mut local = None;
         for _ in 0..instances {
             let (auth_l, inv_l, order_l) = (
                 bind("127.0.0.1:0").await?,
@@ -224,8 +228,24 @@ impl DevApp {
             ];
             let auth = assembly::auth(&shared).await?;
             let inventory = assembly::inventory(&shared, Start::WithGateways, &stops).await?;
-            let releases = InventoryClient::new(client(Service::Inventory, &addrs[1].to_string())?);
-            let order = assembly::order(&shared, Arc::new(releases), &stops).await?;
+            let releases = if registry.is_none() {
+                local_channel(inventory.service.clone().into_server())
+            } else {
+                client(Service::Inventory, &addrs[1].to_string())?
+            };
+            let order =
+                assembly::order(&shared, Arc::new(InventoryClient::new(releases)), &stops).await?;
+            // One instance without a registry: the gateway calls the services in this process
+            // (the same generated servers, no network); they still serve gRPC for the CLI.
+            if registry.is_none() {
+                local.get_or_insert_with(|| {
+                    Upstreams::new(
+                        local_channel(auth.clone().into_server()),
+                        local_channel(inventory.service.clone().into_server()),
+                        local_channel(order.service.clone().into_server()),
+                    )
+                });
+            }
             let services = [
                 (
                     Service::Auth,
@@ -257,17 +277,24 @@ impl DevApp {
             grpc_addrs.extend(addrs);
         }
         let [auth_addr, inv_addr, order_addr] = first.unwrap_or_default();
-        let upstreams = Upstreams::new(
-            client(Service::Auth, &auth_addr)?,
-            client(Service::Inventory, &inv_addr)?,
-            client(Service::Order, &order_addr)?,
-        );
+        let inventory_addr = inv_addr
+            .parse()
+            .map_err(|_| StartupError::Config("no inventory instance".into()))?;
+        let upstreams = match local {
+            Some(local) => local,
+            None => Upstreams::new(
+                client(Service::Auth, &auth_addr)?,
+                client(Service::Inventory, &inv_addr)?,
+                client(Service::Order, &order_addr)?,
+            ),
+        };
         let gateway = assembly::gateway(&shared, upstreams).await?;
         tracing::info!(%http_addr, instances, registry = use_registry, grpc = ?grpc_addrs, "flashsale dev started");
         Ok(Self {
             http,
             http_addr,
             grpc_addrs,
+            inventory_addr,
             gateway,
             hosted,
             discovery_shutdown,
@@ -277,6 +304,11 @@ impl DevApp {
     /// The gateway's HTTP address (with the real port when configured with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The gRPC address of the (first) inventory instance.
+    pub fn inventory_addr(&self) -> SocketAddr {
+        self.inventory_addr
     }
 
     /// Serves until `shutdown` is cancelled, then drains: gateway, gRPC servers, workers.

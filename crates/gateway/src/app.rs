@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tower::{limit::GlobalConcurrencyLimitLayer, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
@@ -25,7 +25,10 @@ use crate::{
     config::GatewayConfig,
     error::ApiError,
     limits::Limits,
-    middleware::{budget, ensure_trace, panic_response, record_metrics, render_errors},
+    live_sales::LiveSales,
+    middleware::{
+        budget, ensure_trace, panic_response, record_metrics, render_errors, RandomRequestId,
+    },
     routes::health,
     sales_cache::SaleCache,
     upstream::{BuyCalls, Upstreams},
@@ -52,6 +55,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Sale metadata and sold-out flags.
     pub sales: SaleCache,
+    /// The sale pages, pushed by the inventory's sales feed.
+    pub live: LiveSales,
     /// Order ids this gateway accepted recently, so a retry of an accepted buy is answered with
     /// its order even after the sale sold out.
     pub accepted: AcceptedOrders,
@@ -71,10 +76,10 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Builds the state (on a tokio runtime: it starts the buy path's batching tasks). With
-    /// `follow_stock_events` configured, the gateway follows the inventory's stock events while
-    /// serving (see [`crate::stock_events`]); with `traces`, it serves the spans kept there at
-    /// `/debug/traces/{id}`.
+    /// Builds the state (on a tokio runtime: it starts the buy path's batching tasks). While
+    /// serving, the gateway follows the inventory's sales feed ([`crate::live_sales`]) and, with
+    /// `follow_stock_events` configured, its stock events ([`crate::stock_events`]); with
+    /// `traces`, it serves the spans kept there at `/debug/traces/{id}`.
     pub fn new(
         config: GatewayConfig,
         keys: TokenKeys,
@@ -91,6 +96,7 @@ impl AppState {
                 Duration::from_millis(config.sold_out_cache_ms),
                 Duration::from_millis(config.pushed_sold_out_ms),
             ),
+            live: LiveSales::new(),
             accepted: accepted_orders(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             buy_calls: BuyCalls::spawn(&upstreams, config.batch),
@@ -145,7 +151,7 @@ pub fn app(
        + Send
        + 'static {
     ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(from_fn(ensure_trace))
         .layer(TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span))
         .map_response(axum::response::IntoResponse::into_response)
@@ -182,6 +188,11 @@ pub async fn serve(
             state.sales.clone(),
         ))
     });
+    let feed = tokio::spawn(crate::live_sales::follow(
+        state.upstreams.inventory.clone(),
+        state.live.clone(),
+        state.sales.clone(),
+    ));
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app(state));
@@ -190,6 +201,7 @@ pub async fn serve(
         .await;
     pruner.abort();
     poller.abort();
+    feed.abort();
     if let Some(events) = events {
         events.abort();
     }

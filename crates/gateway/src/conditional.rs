@@ -9,6 +9,7 @@
 //! current answer.
 
 use axum::{
+    body::Bytes,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -28,7 +29,9 @@ fn etag(body: &[u8]) -> String {
 
 /// Whether an `If-None-Match` list names `tag` (weak comparison) or is `*`.
 fn none_match(headers: &HeaderMap, tag: &str) -> bool {
-    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    fn opaque(t: &str) -> &str {
+        t.trim().trim_start_matches("W/")
+    }
     let tag = opaque(tag);
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -38,35 +41,75 @@ fn none_match(headers: &HeaderMap, tag: &str) -> bool {
         .any(|candidate| candidate.trim() == "*" || opaque(candidate) == tag)
 }
 
+/// A read answer rendered once: its JSON body and strong tag. The sale pages the gateway
+/// keeps ([`crate::live_sales`]) are rendered when the stock moves, not per request, so serving
+/// one costs a header comparison and a reference-counted body.
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Tagged {
+    /// Renders `value` as JSON and tags it.
+    pub fn json<T: Serialize>(value: &T) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(value).map_err(|e| {
+            tracing::error!(error = %e, "cannot serialise a read answer");
+            ApiError::internal()
+        })?;
+        Ok(Self::from_body(body))
+    }
+
+    /// Tags a rendered JSON body.
+    pub fn from_body(body: Vec<u8>) -> Self {
+        // A quoted hex string is always a valid header value.
+        let etag = HeaderValue::from_str(&etag(&body))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        Self {
+            body: Bytes::from(body),
+            etag,
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The answer to a request with these headers: `304` when it already holds this tag, else
+    /// `200` with the body.
+    pub fn respond(&self, headers: &HeaderMap) -> Response {
+        let tag = self.etag.to_str().unwrap_or_default();
+        let cache = HeaderValue::from_static(MAX_AGE);
+        if none_match(headers, tag) {
+            return (
+                StatusCode::NOT_MODIFIED,
+                [
+                    (header::ETAG, self.etag.clone()),
+                    (header::CACHE_CONTROL, cache),
+                ],
+            )
+                .into_response();
+        }
+        (
+            StatusCode::OK,
+            [
+                (header::ETAG, self.etag.clone()),
+                (header::CACHE_CONTROL, cache),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+            ],
+            self.body.clone(),
+        )
+            .into_response()
+    }
+}
+
 /// `value` as JSON with its tag and cache lifetime, or `304` when the request already holds it.
 pub fn json<T: Serialize>(headers: &HeaderMap, value: &T) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|e| {
-        tracing::error!(error = %e, "cannot serialise a read answer");
-        ApiError::internal()
-    })?;
-    let tag = etag(&body);
-    let tag_header = HeaderValue::from_str(&tag).map_err(|_| ApiError::internal())?;
-    let cache = HeaderValue::from_static(MAX_AGE);
-    if none_match(headers, &tag) {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, tag_header), (header::CACHE_CONTROL, cache)],
-        )
-            .into_response());
-    }
-    Ok((
-        StatusCode::OK,
-        [
-            (header::ETAG, tag_header),
-            (header::CACHE_CONTROL, cache),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(Tagged::json(value)?.respond(headers))
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@
 //!    load the reserves and submits of concurrent buyers share gRPC calls ([`batch`]).
 //!    [`routes::orders`] is the thin HTTP adapter around it.
 //!
+//! The sale pages (`GET /api/v1/sales[/{id}]`) and their live stream are answered from
+//! [`live_sales`], which the inventory's sales feed keeps current, and are conditional
+//! ([`conditional`]).
+//!
 //! [`assemble`] builds the gateway from its configuration section and the process's shared
 //! parts; [`routes`] declares every route once, for the router and the OpenAPI document.
 
@@ -33,6 +37,7 @@ pub mod error;
 pub mod error_code;
 pub mod extract;
 pub mod limits;
+pub mod live_sales;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

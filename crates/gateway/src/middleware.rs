@@ -1,5 +1,6 @@
 //! Cross-cutting HTTP middleware of the gateway.
 //!
+//! * [`RandomRequestId`]: a request without an `x-request-id` gets a random UUID.
 //! * [`ensure_trace`]: continues the caller's W3C trace or starts one, so the request span, the
 //!   logs and every gRPC call share one trace id.
 //! * [`budget`]: the request's time budget; a handler still running when it is spent is
@@ -9,7 +10,7 @@
 //! * [`record_metrics`]: request counts and latency per route.
 //! * [`panic_response`]: a panicking handler becomes a `500`; the process stays up.
 
-use std::{any::Any, time::Duration};
+use std::{any::Any, cell::RefCell, collections::HashMap, time::Duration};
 
 use axum::{
     body::Body,
@@ -21,12 +22,28 @@ use axum::{
 };
 use flashsale_telemetry::{TraceContext, REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use tokio::time::Instant;
+use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::{
     app::AppState,
     error::{fields_for_status, ApiError, ErrorBody, ErrorDetail, ErrorFields},
     upstream::Deadline,
 };
+
+/// Makes request ids: random (version 4) UUIDs from the thread's fast generator. The `uuid`
+/// crate's own `new_v4` asks the operating system for every id (a system call per request).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        header::HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
+}
 
 /// Decides the request's trace context once (a child of the caller's `traceparent`, or a new
 /// root) and stores it in the request's extensions for the span, the error body and every
@@ -56,12 +73,8 @@ pub async fn budget(State(state): State<AppState>, mut request: Request, next: N
 /// Names the request's trace in a `traceparent` response header, and renders every error
 /// response as the API's JSON error with the request id and trace id.
 pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    // A reference-counted copy: turned into text only for an error.
+    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
     let trace = request
         .extensions()
         .get::<TraceContext>()
@@ -77,6 +90,11 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
     let trace_id = trace.trace_id_hex();
     let (mut parts, _body) = response.into_parts();
     let fields = parts
@@ -102,19 +120,42 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
 
 /// Counts requests and records latency, labelled by route template and status.
 pub async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(flashsale_telemetry::metrics::HTTP_REQUESTS, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(flashsale_telemetry::metrics::HTTP_LATENCY, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, latency) = route_metrics(route, response.status().as_u16());
+    requests.increment(1);
+    latency.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request counter and latency histogram of a route and status. Each thread keeps the
+/// handles it looked up once, so a request neither formats labels nor searches the registry.
+fn route_metrics(route: &str, status: u16) -> (metrics::Counter, metrics::Histogram) {
+    type Handles = HashMap<Box<str>, HashMap<u16, (metrics::Counter, metrics::Histogram)>>;
+    thread_local! {
+        static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+    }
+    HANDLES.with_borrow_mut(|handles| {
+        if !handles.contains_key(route) {
+            handles.insert(route.into(), HashMap::new());
+        }
+        let by_status = handles.get_mut(route).map(|by_status| {
+            by_status
+                .entry(status)
+                .or_insert_with(|| {
+                    (
+                        metrics::counter!(flashsale_telemetry::metrics::HTTP_REQUESTS,
+                            "route" => route.to_owned(), "status" => status.to_string()),
+                        metrics::histogram!(flashsale_telemetry::metrics::HTTP_LATENCY,
+                            "route" => route.to_owned()),
+                    )
+                })
+                .clone()
+        });
+        by_status.unwrap_or_else(|| (metrics::Counter::noop(), metrics::Histogram::noop()))
+    })
 }
 
 /// The response for a handler that panicked: a logged `500`.

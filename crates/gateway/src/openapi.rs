@@ -52,13 +52,14 @@ mod tests {
     use super::*;
 
     /// Every operation the document had before the routes declared themselves.
-    const OPERATIONS: [(&str, &str); 14] = [
+    const OPERATIONS: [(&str, &str); 15] = [
         ("/api/v1/users", "post"),
         ("/api/v1/sessions", "post"),
         ("/api/v1/sessions/current", "delete"),
         ("/api/v1/admin/sales", "post"),
         ("/api/v1/sales", "get"),
         ("/api/v1/sales/{id}", "get"),
+        ("/api/v1/sales/{id}/events", "get"),
         ("/api/v1/sales/{id}/orders", "post"),
         ("/api/v1/orders", "get"),
         ("/api/v1/orders/{id}", "get"),

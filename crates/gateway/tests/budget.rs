@@ -53,6 +53,14 @@ impl Drop for Cancelled {
 #[tonic::async_trait]
 impl Inventory for SlowInventory {
     type WatchStockStream = futures::stream::Empty<Result<pb::StockEvent, Status>>;
+    type WatchSalesStream = futures::stream::Empty<Result<pb::SalesUpdate, Status>>;
+
+    async fn watch_sales(
+        &self,
+        _: Request<pb::WatchSalesRequest>,
+    ) -> Result<Response<Self::WatchSalesStream>, Status> {
+        Ok(Response::new(futures::stream::empty()))
+    }
 
     async fn watch_stock(
         &self,

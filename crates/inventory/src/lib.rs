@@ -17,6 +17,8 @@
 //! * [`reconcile`]: gives back stock held by buys whose order never reached the queue.
 //! * [`recovery`]: rebuilds a sale whose stock the shared backend lost, and learns sales created
 //!   by other instances.
+//! * [`sales_feed`]: every sale with its remaining stock, pushed to the gateways
+//!   (`WatchSales`).
 //! * [`service`]: the gRPC server.
 //! * [`assemble`]: the service built from its configuration section, with its workers.
 
@@ -27,6 +29,7 @@ pub mod drift;
 pub mod reconcile;
 pub mod recovery;
 pub mod sale;
+pub mod sales_feed;
 pub mod schema;
 pub mod service;
 pub mod stock;

@@ -19,6 +19,22 @@ pub struct Sale {
     pub ends_at_ms: i64,
 }
 
+impl Sale {
+    /// The sale as the API shows it, with `remaining` units left.
+    pub fn to_pb(&self, remaining: i64) -> flashsale_proto::inventory::Sale {
+        flashsale_proto::inventory::Sale {
+            id: self.id,
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            stock: self.stock,
+            remaining,
+            per_user_limit: self.per_user_limit,
+            starts_at_ms: self.starts_at_ms,
+            ends_at_ms: self.ends_at_ms,
+        }
+    }
+}
+
 /// A sale to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSale {

@@ -28,6 +28,7 @@ use crate::{
     reconcile::ReconcileError,
     recovery::Recovery,
     sale::{NewSale, Sale},
+    sales_feed::SalesFeed,
     stock::{ReserveDecision, ReserveOutcome, ReserveRequest, StockError, StockStore},
 };
 
@@ -49,6 +50,8 @@ pub struct InventoryService {
     stock: Arc<dyn StockStore>,
     sales: Arc<RwLock<BTreeMap<i64, Sale>>>,
     recovery: Recovery,
+    /// Every sale with its remaining stock, pushed to `WatchSales` watchers.
+    feed: SalesFeed,
     /// Ends the `WatchStock` streams (when the server stops: open streams would hold its
     /// drain open).
     streams_stop: CancellationToken,
@@ -146,11 +149,13 @@ impl InventoryService {
                 "stock rebuilt from the database"
             );
         }
+        let sales = Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect()));
         Ok(Self {
             recovery,
             catalog,
+            feed: SalesFeed::new(Arc::clone(&sales), Arc::clone(&stock)),
             stock,
-            sales: Arc::new(RwLock::new(sales.into_iter().map(|s| (s.id, s)).collect())),
+            sales,
             streams_stop: CancellationToken::new(),
         })
     }
@@ -215,16 +220,7 @@ impl InventoryService {
             .await
             .map_err(internal)?
             .unwrap_or(0);
-        Ok(pb::Sale {
-            id: sale.id,
-            name: sale.name,
-            price_cents: sale.price_cents,
-            stock: sale.stock,
-            remaining,
-            per_user_limit: sale.per_user_limit,
-            starts_at_ms: sale.starts_at_ms,
-            ends_at_ms: sale.ends_at_ms,
-        })
+        Ok(sale.to_pb(remaining))
     }
 }
 
@@ -311,6 +307,10 @@ impl InventoryService {
     }
 }
 
+/// The `WatchSales` stream.
+type SalesUpdateStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SalesUpdate, Status>> + Send>>;
+
 /// The `WatchStock` stream.
 type StockEventStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::StockEvent, Status>> + Send>>;
@@ -347,6 +347,21 @@ impl Inventory for InventoryService {
             .take_until(stop)
             .boxed();
         Ok(Response::new(stream))
+    }
+
+    type WatchSalesStream = SalesUpdateStream;
+
+    async fn watch_sales(
+        &self,
+        _request: Request<pb::WatchSalesRequest>,
+    ) -> Result<Response<Self::WatchSalesStream>, Status> {
+        use futures::StreamExt;
+        let updates = self
+            .feed
+            .watch(self.streams_stop.clone())
+            .await
+            .map_err(|e| backend_unavailable(&e))?;
+        Ok(Response::new(updates.map(Ok).boxed()))
     }
 
     async fn create_sale(

@@ -47,6 +47,14 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 #[tonic::async_trait]
 impl Inventory for RecordingInventory {
     type WatchStockStream = futures::stream::Empty<Result<pb::StockEvent, Status>>;
+    type WatchSalesStream = futures::stream::Empty<Result<pb::SalesUpdate, Status>>;
+
+    async fn watch_sales(
+        &self,
+        _: Request<pb::WatchSalesRequest>,
+    ) -> Result<Response<Self::WatchSalesStream>, Status> {
+        Ok(Response::new(futures::stream::empty()))
+    }
 
     async fn watch_stock(
         &self,

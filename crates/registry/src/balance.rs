@@ -49,7 +49,7 @@ use tower::{
     buffer::Buffer,
     discover::Change,
     load::{CompleteOnResponse, PendingRequests},
-    util::BoxService,
+    util::{BoxCloneSyncService, BoxService},
     BoxError, Service,
 };
 
@@ -105,6 +105,7 @@ pub struct Balanced(Inner);
 enum Inner {
     Direct(Channel),
     Pool(Buffer<Req, RespFuture>),
+    Local(BoxCloneSyncService<Req, Resp, Infallible>),
 }
 
 impl std::fmt::Debug for Balanced {
@@ -112,6 +113,7 @@ impl std::fmt::Debug for Balanced {
         match &self.0 {
             Inner::Direct(_) => f.write_str("Balanced::Direct"),
             Inner::Pool(_) => f.write_str("Balanced::Pool"),
+            Inner::Local(_) => f.write_str("Balanced::Local"),
         }
     }
 }
@@ -120,6 +122,18 @@ impl Balanced {
     /// One fixed address (`host:port` or a URI), connected on first use.
     pub fn direct(address: &str) -> Result<Self, AddressError> {
         Ok(Self(Inner::Direct(crate::lazy_channel(address)?)))
+    }
+
+    /// The service itself, in this process (`FooServer::new(service)`): calls skip the
+    /// network, HTTP/2 and the connection's tasks, and keep everything else a remote call has —
+    /// the same generated server decodes the request, reads its metadata (deadline, trace) and
+    /// runs the same handler. `flashsale dev` wires its gateway this way.
+    pub fn local<S>(server: S) -> Self
+    where
+        S: Service<Req, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(Inner::Local(BoxCloneSyncService::new(server)))
     }
 
     /// Balanced over `set`, following its changes. Calls wait (within their deadline) while
@@ -146,6 +160,7 @@ impl Service<Req> for Balanced {
         match &mut self.0 {
             Inner::Direct(channel) => channel.poll_ready(cx).map_err(Into::into),
             Inner::Pool(pool) => pool.poll_ready(cx),
+            Inner::Local(service) => service.poll_ready(cx).map_err(Into::into),
         }
     }
 
@@ -156,6 +171,10 @@ impl Service<Req> for Balanced {
                 Box::pin(async move { call.await.map_err(unavailable) })
             }
             Inner::Pool(pool) => Box::pin(pool.call(request)),
+            Inner::Local(service) => {
+                let call = service.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
         }
     }
 }

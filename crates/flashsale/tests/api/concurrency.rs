@@ -134,7 +134,7 @@ async fn rush(backend: Backend) {
     assert!(orders_by_user.values().all(|ids| ids.len() == 1));
     let accepted: HashSet<String> = orders_by_user.values().flatten().cloned().collect();
     assert_eq!(accepted.len(), STOCK as usize, "accepted orders");
-    assert_eq!(app.sale(sale).await["remaining"], 0);
+    assert_eq!(crate::common::remaining(&app, sale).await, 0);
 
     // Every accepted order is persisted exactly once (checked in the database itself).
     let stored = app.stored_orders(sale, accepted.len()).await;

@@ -6,7 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::support::{buy_qty, create_sale, sale_body, ADMIN_IP};
-use crate::common::{accepted, assert_unauthorized, body, error_code, ip, with_json, TestApp};
+use crate::common::{
+    accepted, assert_unauthorized, body, error_code, ip, page_shows_remaining, with_json, TestApp,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_admin_creates_sales_and_bad_ones_are_refused_and_never_created() {
@@ -173,6 +175,8 @@ async fn sales_are_listed_and_read_with_live_remaining_stock() {
 
     let token = app.customer("ivy@example.com", &ip(12)).await;
     accepted(buy_qty(&app, sale, &token, &ip(12), "k1", 2).await).await;
+    // The page follows the inventory's feed (within a tenth of a second), the list with it.
+    page_shows_remaining(&app, sale, 3).await;
     let one = app.sale(sale).await;
     assert_eq!(one["remaining"], 3);
     assert_eq!(one["stock"], 5);
@@ -213,7 +217,10 @@ async fn reads_carry_an_etag_and_a_current_one_is_answered_304_until_the_stock_m
     // A limit of 2: the test buys once per read path.
     let sale = app.open_sale(5, 2).await;
     let token = app.customer("reader@example.com", &ip(1)).await;
-    for path in [format!("/api/v1/sales/{sale}"), "/api/v1/sales".to_owned()] {
+    for (left, path) in [
+        (4, format!("/api/v1/sales/{sale}")),
+        (3, "/api/v1/sales".to_owned()),
+    ] {
         let get = |tag: Option<String>| {
             let mut rb = app.req(Method::GET, &path, &ip(1));
             if let Some(tag) = tag {
@@ -244,6 +251,7 @@ async fn reads_carry_an_etag_and_a_current_one_is_answered_304_until_the_stock_m
         let key = format!("etag-{}", path.len());
         let bought = app.buy(sale, &token, &ip(1), &key).await;
         assert_eq!(bought.status(), StatusCode::ACCEPTED);
+        page_shows_remaining(&app, sale, left).await;
         let r = get(Some(tag.clone())).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_ne!(r.headers()["etag"], tag.as_str());

@@ -29,6 +29,10 @@ pub struct Api {
     pub client: reqwest::Client,
     /// The admin's token, logged in once (logins are rate limited per account).
     admin_token: tokio::sync::OnceCell<String>,
+    /// The inventory's gRPC address, where the harness knows it: [`remaining`] then asks the
+    /// inventory, whose figure is exact the moment a buy is answered (the sale page follows
+    /// within the feed interval).
+    pub inventory: Option<SocketAddr>,
 }
 
 /// Where the shared state of the gateway's limits and auth's sessions lives.
@@ -167,13 +171,17 @@ impl TestApp {
         let database_url = config.database_url();
         let app = DevApp::build(config, telemetry).await.unwrap();
         let addr = app.http_addr();
+        let inventory = app.inventory_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move {
             app.run_until_stopped(stop).await.unwrap();
         });
         Some(Self {
-            api: Api::new(addr),
+            api: Api {
+                inventory: Some(inventory),
+                ..Api::new(addr)
+            },
             shutdown,
             handle: Some(handle),
             data_dir,
@@ -256,6 +264,7 @@ impl Api {
             addr,
             client,
             admin_token: tokio::sync::OnceCell::new(),
+            inventory: None,
         }
     }
 
@@ -431,9 +440,30 @@ pub fn with_json(rb: RequestBuilder, text: &str) -> RequestBuilder {
         .body(text.to_owned())
 }
 
-/// The stock left in a sale.
+/// The stock left in a sale: the inventory's exact figure where the harness knows the
+/// inventory, else what the sale page shows (within a feed interval of the truth).
 pub async fn remaining(app: &Api, sale: i64) -> i64 {
+    if let Some(inventory) = app.inventory {
+        let mut client = flashsale::startup::inventory_client(&inventory.to_string()).unwrap();
+        let reply = client
+            .get_sale(flashsale_proto::inventory::GetSaleRequest { id: sale })
+            .await
+            .unwrap()
+            .into_inner();
+        return reply.sale.expect("the sale exists").remaining;
+    }
     app.sale(sale).await["remaining"].as_i64().unwrap()
+}
+
+/// Waits until the sale page shows `expected` units left (the page follows the inventory's
+/// feed, within a tenth of a second).
+pub async fn page_shows_remaining(app: &Api, sale: i64, expected: i64) {
+    flashsale_testkit::eventually(
+        format!("sale {sale}'s page shows {expected} left"),
+        std::time::Duration::from_secs(10),
+        || async { app.sale(sale).await["remaining"].as_i64() == Some(expected) },
+    )
+    .await;
 }
 
 /// Asserts a `202` buy answer and returns its order id.

@@ -30,6 +30,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(sales::create))
         .routes(routes!(sales::list))
         .routes(routes!(sales::get))
+        .routes(routes!(sales::events))
         .routes(routes!(orders::buy))
         .routes(routes!(orders::list))
         .routes(routes!(orders::get))

@@ -1,13 +1,21 @@
-//! Sales: `POST /api/v1/admin/sales`, `GET /api/v1/sales`, `GET /api/v1/sales/{id}`. The two
-//! reads are conditional ([`crate::conditional`]): `ETag`, `Cache-Control`, `304`.
+//! Sales: `POST /api/v1/admin/sales`, `GET /api/v1/sales`, `GET /api/v1/sales/{id}` and the
+//! sale's live stream `GET /api/v1/sales/{id}/events`. The reads are answered from the pages the
+//! inventory's feed keeps current ([`crate::live_sales`]); while that feed is down they ask the
+//! inventory. They are conditional ([`crate::conditional`]): `ETag`, `Cache-Control`, `304`.
+
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::Response,
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        Response,
+    },
     Json,
 };
 use flashsale_proto::inventory::{CreateSaleRequest, GetSaleRequest, ListSalesRequest};
+use futures::{Stream, StreamExt};
 
 use crate::{
     api::{NewSale, Sale},
@@ -45,6 +53,7 @@ pub async fn create(
         })?))
         .await?;
     state.sales.remember(&sale).await;
+    state.live.remember(&sale)?;
     tracing::info!(sale_id = sale.id, admin = user.user_id, "sale created");
     Ok((StatusCode::CREATED, Json(sale.into())))
 }
@@ -61,6 +70,9 @@ pub async fn list(
     ctx: CallContext,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(page) = state.live.list() {
+        return Ok(page.respond(&headers));
+    }
     let reply = ctx
         .retry(ListSalesRequest {}, |request| {
             let mut inventory = state.upstreams.inventory.clone();
@@ -86,19 +98,72 @@ pub async fn get(
     ApiPath(id): ApiPath<i64>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(page) = state.live.page(id) {
+        return page
+            .map(|page| page.respond(&headers))
+            .ok_or_else(|| ApiError::not_found("no such sale"));
+    }
+    let sale = fetch(&state, &ctx, id).await?;
+    crate::conditional::json(&headers, &Sale::from(sale))
+}
+
+/// The sale from the inventory (the pages are not live); `404` when it does not exist.
+async fn fetch(
+    state: &AppState,
+    ctx: &CallContext,
+    id: i64,
+) -> Result<flashsale_proto::inventory::Sale, ApiError> {
     let reply = ctx
         .retry(GetSaleRequest { id }, |request| {
             let mut inventory = state.upstreams.inventory.clone();
             async move { inventory.get_sale(request).await }
         })
         .await?;
-    // A shopper looks at the sale before buying: the buy path then needs no lookup.
-    if let Some(sale) = &reply.sale {
-        state.sales.remember(sale).await;
-    }
-    let sale: Sale = reply
+    let sale = reply
         .sale
-        .map(Sale::from)
         .ok_or_else(|| ApiError::not_found("no such sale"))?;
-    crate::conditional::json(&headers, &sale)
+    // A shopper looks at the sale before buying: the buy path then needs no lookup.
+    state.sales.remember(&sale).await;
+    Ok(sale)
+}
+
+/// The sale's live stream: a `sale` event with the sale as `GET /api/v1/sales/{id}` shows it, at
+/// once and then on every change (at most ten a second), until the client goes away. A client
+/// that reads slowly gets the latest state, never a backlog.
+#[utoipa::path(get, path = "/api/v1/sales/{id}/events", tag = "sales",
+    params(("id" = i64, Path, description = "sale id")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: sale`, `data:` the sale as JSON",
+            content_type = "text/event-stream", body = String),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    ctx: CallContext,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let watcher = match state.live.subscribe(id) {
+        Some(watcher) => watcher,
+        None if state.live.is_live() => return Err(ApiError::not_found("no such sale")),
+        None => {
+            state.live.remember(&fetch(&state, &ctx, id).await?)?;
+            state
+                .live
+                .subscribe(id)
+                .ok_or_else(|| ApiError::not_found("no such sale"))?
+        }
+    };
+    let pages = futures::stream::unfold((watcher, true), |(mut watcher, first)| async move {
+        if !first {
+            watcher.changed().await.ok()?;
+        }
+        let page = Arc::clone(&watcher.borrow_and_update());
+        Some((page, (watcher, false)))
+    });
+    let events = pages.map(|page| {
+        Ok(Event::default()
+            .event("sale")
+            .data(String::from_utf8_lossy(page.body())))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
