@@ -24,6 +24,7 @@ use crate::{
     buy::{accepted_orders, AcceptedOrders},
     config::GatewayConfig,
     error::ApiError,
+    fast_path::FastPath,
     limits::Limits,
     live_sales::LiveSales,
     middleware::{
@@ -139,7 +140,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The whole gateway: [`router`] inside request id, trace context, request span and JSON error
 /// rendering. These wrap the router once per connection rather than once per route, so a
-/// request does not clone them.
+/// request does not clone them. In front of it all, [`FastPath`] answers the sale pages.
 pub fn app(
     state: AppState,
 ) -> impl tower::Service<
@@ -150,14 +151,15 @@ pub fn app(
 > + Clone
        + Send
        + 'static {
-    ServiceBuilder::new()
+    let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(from_fn(ensure_trace))
         .layer(TraceLayer::new_for_http().make_span_with(flashsale_telemetry::span::make_span))
         .map_response(axum::response::IntoResponse::into_response)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(from_fn(render_errors))
-        .service(router(state))
+        .service(router(state.clone()));
+    FastPath::new(state, stack)
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then finishes in-flight

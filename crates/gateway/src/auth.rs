@@ -287,7 +287,7 @@ pub struct AuthUser {
     pub client: ClientInfo,
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     parts
         .headers
         .get(axum::http::header::AUTHORIZATION)

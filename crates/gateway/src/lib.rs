@@ -19,7 +19,7 @@
 //!
 //! The sale pages (`GET /api/v1/sales[/{id}]`) and their live stream are answered from
 //! [`live_sales`], which the inventory's sales feed keeps current, and are conditional
-//! ([`conditional`]).
+//! ([`conditional`]); the reads are answered before the middleware stack ([`fast_path`]).
 //!
 //! [`assemble`] builds the gateway from its configuration section and the process's shared
 //! parts; [`routes`] declares every route once, for the router and the OpenAPI document.
@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod error_code;
 pub mod extract;
+pub mod fast_path;
 pub mod limits;
 pub mod live_sales;
 pub mod middleware;

@@ -93,9 +93,18 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     let request_id = request_id
         .as_ref()
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let trace_id = trace.trace_id_hex();
+        .unwrap_or("-");
+    with_error_body(response, request_id, &trace)
+}
+
+/// An error response with the API's JSON error body: the code and message the handler gave
+/// (or those of its status), the request id and the trace id.
+pub(crate) fn with_error_body(
+    response: Response,
+    request_id: &str,
+    trace: &TraceContext,
+) -> Response {
+    let status = response.status();
     let (mut parts, _body) = response.into_parts();
     let fields = parts
         .extensions
@@ -105,8 +114,8 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         error: ErrorDetail {
             code: fields.code,
             message: fields.message,
-            request_id,
-            trace_id,
+            request_id: request_id.to_owned(),
+            trace_id: trace.trace_id_hex(),
         },
     })
     .into_response();
@@ -132,7 +141,7 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
 
 /// The request counter and latency histogram of a route and status. Each thread keeps the
 /// handles it looked up once, so a request neither formats labels nor searches the registry.
-fn route_metrics(route: &str, status: u16) -> (metrics::Counter, metrics::Histogram) {
+pub(crate) fn route_metrics(route: &str, status: u16) -> (metrics::Counter, metrics::Histogram) {
     type Handles = HashMap<Box<str>, HashMap<u16, (metrics::Counter, metrics::Histogram)>>;
     thread_local! {
         static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());

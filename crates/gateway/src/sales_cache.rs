@@ -193,6 +193,20 @@ impl SaleCache {
             || sale.answered_sold_out(now_ms, self.sold_out_ms)
     }
 
+    /// The sale's metadata when it is cached (no lookup otherwise).
+    pub async fn cached(&self, id: i64) -> Option<Arc<SaleMeta>> {
+        self.cache.get(&id).await.flatten()
+    }
+
+    /// Whether the sale is known sold out right now — pushed, or answered by the inventory
+    /// within the interval — without taking part in the probing of [`SaleCache::known_sold_out`]:
+    /// `false` once the interval is over, so the caller leaves the request to the buy flow,
+    /// which probes.
+    pub fn surely_sold_out(&self, sale: &SaleMeta, now_ms: i64) -> bool {
+        self.pushed_sold_out.contains_key(&sale.id)
+            || sale.sold_out_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
     /// Answers "sold out" locally for the configured interval.
     pub fn mark_sold_out(&self, sale: &SaleMeta, now_ms: i64) {
         sale.sold_out_until_ms

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::support::{
     buy_qty, buy_raw, create_sale, get_order, list_orders, sale_body, wait_for_status,
 };
-use crate::common::{accepted, body, error_code, ip, remaining, TestApp};
+use crate::common::{accepted, body, error_code, ip, remaining, with_json, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buy_is_accepted_once_per_idempotency_key() {
@@ -353,4 +353,109 @@ async fn idempotency_key_cannot_be_reused_for_another_request() {
     let theirs = accepted(app.buy(second, &other, &ip(21), "shared").await).await;
     assert_ne!(theirs, order);
     assert_eq!(remaining(&app, second).await, 9);
+}
+
+/// Once a sale is known sold out, the gateway answers buys before its middleware (the fast
+/// path): every answer must still be the one the buy flow gives — the same refusals for a bad
+/// request, `202` for a retry of an accepted order, and the full error body and headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sold_out_answers_given_early_are_the_ones_the_buy_flow_gives() {
+    // Stock events followed: the sold-out is pushed, so every attempt below is answered from it.
+    let app = TestApp::spawn_with(|c| c.gateway.follow_stock_events = true).await;
+    let sale = app.open_sale(2, 2).await;
+    let (a, c) = (
+        app.customer("pia@example.com", &ip(31)).await,
+        app.customer("quinn@example.com", &ip(32)).await,
+    );
+    let a_order = accepted(buy_qty(&app, sale, &a, &ip(31), "a1", 2).await).await;
+    // The first refusal comes from the inventory; it teaches the gateway.
+    let r = buy_qty(&app, sale, &c, &ip(32), "c0", 1).await;
+    assert_eq!(error_code(r, StatusCode::CONFLICT).await, "sold_out");
+
+    for round in 0..3 {
+        let r = buy_qty(&app, sale, &c, &ip(32), &format!("c{round}"), 1).await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let traceparent = r.headers()["traceparent"].to_str().unwrap().to_owned();
+        let error = body(r).await["error"].clone();
+        assert_eq!(error["code"], "sold_out");
+        assert_eq!(error["request_id"], request_id.as_str());
+        assert_eq!(
+            traceparent.split('-').nth(1),
+            error["trace_id"].as_str(),
+            "the body names the header's trace"
+        );
+    }
+    // The caller's request id is kept.
+    let r = with_json(
+        app.authed(
+            Method::POST,
+            &format!("/api/v1/sales/{sale}/orders"),
+            &ip(32),
+            &c,
+        )
+        .header("idempotency-key", "c9")
+        .header("x-request-id", "mine-123"),
+        "{}",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "mine-123");
+    assert_eq!(body(r).await["error"]["request_id"], "mine-123");
+
+    // Bad requests get the flow's own refusals, not "sold out".
+    let bad = [
+        (
+            buy_raw(&app, sale, &c, &ip(32), "c5", "{\"quantity\":").await,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            buy_qty(&app, sale, &c, &ip(32), "c6", 0).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            buy_qty(&app, sale, &c, &ip(32), "c7", 3).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            buy_qty(&app, sale, "not-a-token", &ip(32), "c8", 1).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            with_json(
+                app.authed(
+                    Method::POST,
+                    &format!("/api/v1/sales/{sale}/orders"),
+                    &ip(32),
+                    &c,
+                ),
+                "{}",
+            )
+            .send()
+            .await
+            .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+        ),
+    ];
+    for (r, status, code) in bad {
+        assert_eq!(error_code(r, status).await, code);
+    }
+    // The same token from another client is not the remembered one: full authentication.
+    let r = buy_qty(&app, sale, &c, &ip(33), "c10", 1).await;
+    assert_eq!(
+        error_code(r, StatusCode::UNAUTHORIZED).await,
+        "unauthorized"
+    );
+
+    // A retry of the accepted order still gets it.
+    let retried = accepted(buy_qty(&app, sale, &a, &ip(31), "a1", 2).await).await;
+    assert_eq!(retried, a_order);
+    assert_eq!(remaining(&app, sale).await, 0);
+    assert!(list_orders(&app, &c, &ip(32)).await.is_empty());
 }
