@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use crate::cpus::CpuSet;
+
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,11 +18,26 @@ pub enum Scenario {
     Accept,
     /// Stock for half the demand: accepts and sold-out answers mixed.
     Mixed,
-    /// A bare HTTP server on loopback: the machine's ceiling for the same client.
+    /// Many readers `GET /api/v1/sales/{id}` of the prepared sale (public: nobody logs in).
+    Read,
+    /// A bare HTTP server in a process of its own: the machine's ceiling for the same client,
+    /// and what a bare answer costs a server.
     Ceiling,
     /// No HTTP: orders/s persisted by single-row inserts, by batch inserts and (with
     /// `--nats-url`) from the NATS queue through the consumer, on `--database-url`.
     Persist,
+    /// Internal: the ceiling's bare server itself, which the bench runs as a child process
+    /// (prints its address, serves until its stdin closes).
+    #[value(name = "ceiling-server", hide = true)]
+    #[serde(rename = "ceiling-server")]
+    CeilingServer,
+}
+
+impl Scenario {
+    /// Whether the load is buys (`POST …/orders`).
+    pub fn buys(self) -> bool {
+        matches!(self, Self::Rush | Self::Accept | Self::Mixed)
+    }
 }
 
 /// Options of `flashsale bench`.
@@ -35,7 +52,8 @@ pub struct BenchArgs {
     /// Start `flashsale dev` on a temporary data dir and bench it.
     #[arg(long)]
     pub spawn: bool,
-    /// Number of simulated users (registered and logged in before the load).
+    /// Number of simulated users (registered and logged in before the load; for `read`, the
+    /// distinct `X-Forwarded-For` addresses the readers take turns with, nobody logs in).
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
     /// Stock of the sale [default: rush 1000; accept users × limit; mixed half of that].
@@ -57,9 +75,19 @@ pub struct BenchArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Measure the ceiling first and report throughput as a ratio to it.
+    /// Measure the ceiling first (a bare server in a process of its own) and report throughput
+    /// and server CPU per request as ratios to it.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// Run the spawned server and the ceiling server on these CPUs only (a CPU list: `0`,
+    /// `0-1`, `2,3`), with `taskset`, and the bench's own threads on the others. With `--url`
+    /// only the bench and the ceiling server are pinned: pin the server yourself.
+    #[arg(long, value_name = "LIST")]
+    pub server_cpus: Option<CpuSet>,
+    /// With `--url`: a process of the system under test whose CPU is counted in the server
+    /// CPU per request; repeat it for each (`--server-pid 41 --server-pid 42`).
+    #[arg(long = "server-pid", value_name = "PID", conflicts_with = "spawn")]
+    pub server_pids: Vec<u32>,
     /// With --spawn: run the same load again on a second server whose gateway does not
     /// authenticate customers, and report what authentication costs.
     #[arg(long, requires = "spawn")]
@@ -100,9 +128,72 @@ impl BenchArgs {
     /// The stock of the sale for this scenario.
     pub fn stock(&self) -> u64 {
         self.stock.unwrap_or(match self.scenario {
-            Scenario::Rush | Scenario::Ceiling | Scenario::Persist => 1000,
+            Scenario::Rush
+            | Scenario::Read
+            | Scenario::Ceiling
+            | Scenario::Persist
+            | Scenario::CeilingServer => 1000,
             Scenario::Accept => self.demand(),
             Scenario::Mixed => self.demand().div_ceil(2),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn the_new_options_parse() {
+        let a = parse(&["read", "--spawn", "--server-cpus", "0-1,3"]).unwrap();
+        assert_eq!(a.scenario, Scenario::Read);
+        assert_eq!(a.server_cpus.unwrap().to_string(), "0-1,3");
+        let a = parse(&[
+            "rush",
+            "--url",
+            "http://x",
+            "--server-pid",
+            "7",
+            "--server-pid",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(a.server_pids, vec![7, 9]);
+        assert!(parse(&["rush", "--spawn", "--server-pid", "7"]).is_err());
+        let e = parse(&["rush", "--server-cpus", "1-0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("runs backwards"), "{e}");
+    }
+
+    #[test]
+    fn the_ceiling_server_is_hidden_but_runs() {
+        assert_eq!(
+            parse(&[crate::ceiling::SERVER_SCENARIO]).unwrap().scenario,
+            Scenario::CeilingServer
+        );
+        let possible: Vec<String> = Scenario::value_variants()
+            .iter()
+            .filter_map(|s| s.to_possible_value())
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(
+            possible,
+            ["rush", "accept", "mixed", "read", "ceiling", "persist"]
+        );
     }
 }

@@ -5,20 +5,22 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
 };
 
 use hdrhistogram::Histogram;
-use http_body_util::Full;
-use hyper::{body::Bytes, Request, StatusCode};
+use hyper::StatusCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 
-use crate::client::{Conn, Endpoint};
+use crate::{
+    client::{ClientError, Conn, Endpoint},
+    cpu::{Meter, Spent},
+};
 
 /// Highest latency the histogram tracks, in µs (longer ones are clamped).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -27,11 +29,12 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 pub trait Workload: Send + Sync + 'static {
     /// Per-request context handed back to [`Workload::answered`].
     type Tag: Send;
-    /// The next request, or `None` when nothing can be sent now (everything is settled, or
-    /// in flight).
-    fn next(&self) -> Option<(Request<Full<Bytes>>, Self::Tag)>;
+    /// Appends the next request (complete HTTP/1.1 request bytes) to `request`, which the
+    /// caller has emptied, or returns `None` when nothing can be sent now (everything is
+    /// settled, or in flight).
+    fn next(&self, request: &mut Vec<u8>) -> Option<Self::Tag>;
     /// Accounts for an answer.
-    fn answered(&self, tag: Self::Tag, status: StatusCode, body: &Bytes);
+    fn answered(&self, tag: Self::Tag, status: StatusCode, body: &[u8]);
     /// The request got no answer (timeout, connection error).
     fn abandoned(&self, tag: Self::Tag);
     /// Whether the load may stop before its duration.
@@ -51,6 +54,8 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Label of the progress bar.
     pub label: String,
+    /// The server processes whose CPU the load is measured against (none: not measured).
+    pub server_pids: Vec<u32>,
 }
 
 /// Answers by status class.
@@ -112,6 +117,10 @@ pub struct LoadResult {
     pub elapsed: Duration,
     /// Whether it stopped because the workload settled.
     pub settled: bool,
+    /// CPU readings taken when the clock started (read it again to extend the span).
+    pub meter: Meter,
+    /// What the servers and the client spent from the start to the end of the load.
+    pub spent: Spent,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -119,9 +128,25 @@ fn histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("constant bounds 1 µs..60 s with 3 digits are valid"))
 }
 
+/// Longest wait of a connection with nothing to send before it asks the workload again.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+
 struct Shared {
     attempts: AtomicU64,
     stop: AtomicBool,
+    /// Wakes a connection waiting for something to send (an answer came back, or the load
+    /// stops).
+    idle: Notify,
+    /// Connections waiting on `idle`.
+    idle_waiters: AtomicUsize,
+}
+
+impl Shared {
+    /// Stops every connection.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.idle.notify_waiters();
+    }
 }
 
 /// Runs `workload` against `endpoint`.
@@ -133,20 +158,27 @@ pub async fn run<W: Workload>(
     let shared = Arc::new(Shared {
         attempts: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        idle: Notify::new(),
+        idle_waiters: AtomicUsize::new(0),
     });
     let connections = config.connections.max(1);
     // Connect first: the timed run measures requests, not TCP handshakes (opening hundreds of
     // connections at once can cost a SYN retransmission, a full second, on a small backlog).
+    // One that fails to open is opened again by its first request.
     let opening: Vec<_> = (0..connections)
         .map(|_| {
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move { Conn::open(&endpoint).await })
+            let mut conn = Conn::new(endpoint);
+            tokio::spawn(async move {
+                let _ = conn.connect().await;
+                conn
+            })
         })
         .collect();
     let mut opened = Vec::with_capacity(connections);
     for handle in opening {
-        opened.push(handle.await.ok().and_then(Result::ok));
+        opened.push(handle.await.unwrap_or_else(|_| Conn::new(endpoint)));
     }
+    let meter = Meter::start(&config.server_pids);
     let start = Instant::now();
     let deadline = start + config.duration;
     let interval = config
@@ -178,7 +210,6 @@ pub async fn run<W: Workload>(
 
     let mut tasks = Vec::with_capacity(connections);
     for (i, conn) in opened.into_iter().enumerate() {
-        let endpoint = endpoint.clone();
         let workload = Arc::clone(&workload);
         let shared = Arc::clone(&shared);
         // Open loop: connection i sends at start + i/R, then every C/R.
@@ -186,25 +217,31 @@ pub async fn run<W: Workload>(
             .zip(offset)
             .map(|(every, first)| (every, first * i as u32));
         tasks.push(tokio::spawn(async move {
-            drive(endpoint, conn, workload, shared, start, deadline, schedule).await
+            drive(conn, workload, shared, start, deadline, schedule).await
         }));
     }
+    let mut finished = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        finished.extend(t.await.ok());
+    }
+    let elapsed = start.elapsed();
+    let spent = meter.read();
+    // Merged after the readings: not part of the load.
     let mut latency = histogram();
     let mut outcomes = Outcomes::default();
-    for t in tasks {
-        if let Ok((h, o)) = t.await {
-            let _ = latency.add(&h);
-            outcomes.add(&o);
-        }
+    for (h, o) in &finished {
+        let _ = latency.add(h);
+        outcomes.add(o);
     }
     ticker.abort();
     bar.finish_and_clear();
-    let elapsed = start.elapsed();
     LoadResult {
         latency,
         outcomes,
         elapsed,
         settled: workload.settled(),
+        meter,
+        spent,
     }
 }
 
@@ -219,8 +256,7 @@ fn progress_bar(config: &LoadConfig) -> ProgressBar {
 
 /// One connection's loop.
 async fn drive<W: Workload>(
-    endpoint: Endpoint,
-    mut conn: Option<Conn>,
+    mut conn: Conn,
     workload: Arc<W>,
     shared: Arc<Shared>,
     start: Instant,
@@ -230,6 +266,7 @@ async fn drive<W: Workload>(
     let mut latency = histogram();
     let mut outcomes = Outcomes::default();
     let mut intended = schedule.map(|(_, first)| start + first);
+    let mut request = Vec::with_capacity(1024);
     loop {
         if shared.stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
             break;
@@ -240,49 +277,46 @@ async fn drive<W: Workload>(
             }
             tokio::time::sleep_until(at).await;
         }
-        let Some((request, tag)) = workload.next() else {
+        request.clear();
+        let Some(tag) = workload.next(&mut request) else {
             if workload.settled() {
-                shared.stop.store(true, Ordering::Relaxed);
+                shared.stop();
                 break;
             }
-            // Every remaining user has a request in flight: wait for one to come back.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            // Every remaining user has a request in flight: wait for one to come back (an
+            // answer between the failed `next` and this registration is caught by the
+            // timeout).
+            shared.idle_waiters.fetch_add(1, Ordering::SeqCst);
+            let _ = tokio::time::timeout(IDLE_WAIT, shared.idle.notified()).await;
+            shared.idle_waiters.fetch_sub(1, Ordering::SeqCst);
             continue;
         };
         let sent = intended.unwrap_or_else(Instant::now);
         if let (Some(at), Some((every, _))) = (intended.as_mut(), schedule) {
             *at += every;
         }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::open(&endpoint).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    outcomes.errors += 1;
-                    shared.attempts.fetch_add(1, Ordering::Relaxed);
-                    workload.abandoned(tag);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let answer = c.send(request).await;
+        let answer = conn.exchange(&request).await;
         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         latency.saturating_record(micros.clamp(1, MAX_LATENCY_US));
         shared.attempts.fetch_add(1, Ordering::Relaxed);
         match answer {
-            Ok((status, body)) => {
-                outcomes.count(status);
-                workload.answered(tag, status, &body);
+            Ok(answer) => {
+                outcomes.count(answer.status);
+                workload.answered(tag, answer.status, answer.body);
             }
-            Err(_) => {
+            Err(e) => {
                 outcomes.errors += 1;
                 workload.abandoned(tag);
-                conn = None;
+                if matches!(e, ClientError::Connect(..)) {
+                    // Do not spin on a server that refuses connections.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
         if workload.settled() {
-            shared.stop.store(true, Ordering::Relaxed);
+            shared.stop();
+        } else if shared.idle_waiters.load(Ordering::Relaxed) > 0 {
+            shared.idle.notify_one();
         }
     }
     (latency, outcomes)

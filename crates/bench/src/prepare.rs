@@ -7,7 +7,6 @@ use std::sync::{
 };
 
 use hyper::{
-    body::Bytes,
     header::{HeaderName, HeaderValue, AUTHORIZATION, USER_AGENT},
     Method, StatusCode,
 };
@@ -51,12 +50,9 @@ pub async fn call(
     headers: &[(HeaderName, HeaderValue)],
     body: Option<&Value>,
 ) -> Result<(StatusCode, Value), BenchError> {
-    let bytes = match body {
-        Some(v) => Bytes::from(v.to_string()),
-        None => Bytes::new(),
-    };
+    let bytes = body.map(Value::to_string).unwrap_or_default();
     let (status, body) = conn
-        .send(endpoint.json(method, path, headers, bytes)?)
+        .send(endpoint, &method, path, headers, bytes.as_bytes())
         .await?;
     let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     Ok((status, value))

@@ -1,7 +1,48 @@
 //! Resource use read from `/proc` (Linux; elsewhere the figures are simply absent).
 
+use std::ops::{Add, Sub};
+
 /// Clock ticks per second of `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU time of a process: in its own code (user) and in the kernel on its behalf (system:
+/// system calls, and for loopback TCP most of the network stack of both ends).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// User seconds (`utime`).
+    pub user_s: f64,
+    /// System seconds (`stime`).
+    pub system_s: f64,
+}
+
+impl CpuTimes {
+    /// User and system together.
+    pub fn total_s(&self) -> f64 {
+        self.user_s + self.system_s
+    }
+}
+
+impl Add for CpuTimes {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            user_s: self.user_s + other.user_s,
+            system_s: self.system_s + other.system_s,
+        }
+    }
+}
+
+impl Sub for CpuTimes {
+    type Output = Self;
+
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            user_s: self.user_s - earlier.user_s,
+            system_s: self.system_s - earlier.system_s,
+        }
+    }
+}
 
 /// Peak resident set size (`VmHWM`) of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -12,41 +53,40 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// utime + stime, in seconds, from the text of a `stat` file.
-fn cpu_secs(stat: &str) -> Option<f64> {
+/// utime and stime from the text of a `stat` file.
+fn cpu_times(stat: &str) -> Option<CpuTimes> {
     // The command name (field 2) may contain spaces; fields after its ')' are fixed.
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SEC)
+    Some(CpuTimes {
+        user_s: utime / TICKS_PER_SEC,
+        system_s: stime / TICKS_PER_SEC,
+    })
 }
 
-/// CPU seconds (all threads) used so far by process `pid`.
-pub fn process_cpu_secs(pid: u32) -> Option<f64> {
-    cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+/// CPU time (all threads, including those that already ended) used so far by process `pid`;
+/// 10 ms resolution.
+pub fn process_cpu(pid: u32) -> Option<CpuTimes> {
+    cpu_times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// CPU seconds used by this process so far, excluding threads named `exclude` (the in-process
-/// ceiling server), so that only the bench client is counted.
-pub fn client_cpu_secs(exclude: &str) -> Option<f64> {
-    let total = cpu_secs(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-    let mut excluded = 0.0;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() == exclude {
-                if let Some(s) = std::fs::read_to_string(task.path().join("stat"))
-                    .ok()
-                    .and_then(|s| cpu_secs(&s))
-                {
-                    excluded += s;
-                }
-            }
-        }
+/// CPU time used so far by all of `pids` together; `None` when the list is empty or one of
+/// them cannot be read (it exited, or this is not Linux).
+pub fn processes_cpu(pids: &[u32]) -> Option<CpuTimes> {
+    if pids.is_empty() {
+        return None;
     }
-    Some(total - excluded)
+    pids.iter()
+        .try_fold(CpuTimes::default(), |sum, &p| Some(sum + process_cpu(p)?))
+}
+
+/// CPU time used so far by this process (the bench client: since the ceiling runs in a
+/// process of its own, every thread here is the client's).
+pub fn own_cpu() -> Option<CpuTimes> {
+    cpu_times(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
 #[cfg(test)]
@@ -56,14 +96,41 @@ mod tests {
     #[test]
     fn parses_stat_with_spaces_in_name() {
         let stat = "42 (a b) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
-        assert_eq!(cpu_secs(stat), Some(3.0));
+        let t = cpu_times(stat).unwrap();
+        assert_eq!((t.user_s, t.system_s, t.total_s()), (2.5, 0.5, 3.0));
+        assert_eq!(cpu_times("42 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn times_add_and_subtract_per_part() {
+        let a = CpuTimes {
+            user_s: 1.0,
+            system_s: 2.0,
+        };
+        let b = CpuTimes {
+            user_s: 0.25,
+            system_s: 0.5,
+        };
+        assert_eq!(a + b - b, a);
+        assert_eq!((a - b).user_s, 0.75);
+        assert_eq!((a - b).system_s, 1.5);
     }
 
     #[test]
     fn reads_own_figures() {
-        assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
-        assert!(client_cpu_secs("none").is_some());
-        assert!(process_cpu_secs(std::process::id()).is_some_and(|s| s >= 0.0));
-        assert_eq!(process_cpu_secs(u32::MAX), None);
+        let me = std::process::id();
+        assert!(peak_rss_kib(me).is_some_and(|k| k > 0));
+        assert!(own_cpu().is_some());
+        assert!(process_cpu(me).is_some_and(|t| t.user_s >= 0.0 && t.system_s >= 0.0));
+        assert_eq!(process_cpu(u32::MAX), None);
+        assert_eq!(processes_cpu(&[]), None);
+        assert_eq!(processes_cpu(&[me, u32::MAX]), None);
+        // CPU time only grows, so the pair read second is at least twice the first reading.
+        let one = process_cpu(me).unwrap();
+        let two = processes_cpu(&[me, me]).unwrap();
+        assert!(
+            two.total_s() >= 2.0 * one.total_s(),
+            "{two:?} vs 2 × {one:?}"
+        );
     }
 }

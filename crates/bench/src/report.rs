@@ -5,7 +5,13 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::{args::Scenario, check::Verdict, load::Outcomes};
+use crate::{
+    args::Scenario,
+    check::Verdict,
+    cpu::{per_request_us, percent_of_core, ratio},
+    load::Outcomes,
+    procfs::CpuTimes,
+};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -61,6 +67,42 @@ pub struct Phase {
     pub outcomes: Outcomes,
     /// Bench client CPU over the phase, in % of one core.
     pub client_cpu_pct: Option<f64>,
+    /// Bench client CPU per attempt, µs.
+    pub client_cpu_us_per_request: Option<f64>,
+    /// The part of it in the client's own code (user time), µs; the rest is the kernel's,
+    /// mostly loopback TCP.
+    pub client_cpu_user_us_per_request: Option<f64>,
+    /// CPU the measured server processes spent together (every thread), seconds, over
+    /// `server_cpu_span_s`.
+    pub server_cpu_s: Option<f64>,
+    /// Wall seconds the server CPU was counted over: the load, and for buys on a database the
+    /// bench watches, until their orders were persisted.
+    pub server_cpu_span_s: Option<f64>,
+    /// Server CPU per attempt, µs.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// The part of it in the server's own code (user time), µs.
+    pub server_cpu_user_us_per_request: Option<f64>,
+}
+
+impl Phase {
+    /// Records what the servers spent, `cpu` over `span_s` seconds, per attempt.
+    pub fn set_server_cpu(&mut self, cpu: Option<CpuTimes>, span_s: f64) {
+        self.server_cpu_s = cpu.map(|t| t.total_s());
+        self.server_cpu_span_s = cpu.map(|_| span_s);
+        self.server_cpu_us_per_request =
+            cpu.and_then(|t| per_request_us(t.total_s(), self.attempts));
+        self.server_cpu_user_us_per_request =
+            cpu.and_then(|t| per_request_us(t.user_s, self.attempts));
+    }
+
+    /// Records what the client spent, `cpu` over `span_s` seconds, per attempt.
+    pub fn set_client_cpu(&mut self, cpu: Option<CpuTimes>, span_s: f64) {
+        self.client_cpu_pct = cpu.and_then(|t| percent_of_core(t.total_s(), span_s));
+        self.client_cpu_us_per_request =
+            cpu.and_then(|t| per_request_us(t.total_s(), self.attempts));
+        self.client_cpu_user_us_per_request =
+            cpu.and_then(|t| per_request_us(t.user_s, self.attempts));
+    }
 }
 
 /// Everything a run measured.
@@ -84,6 +126,10 @@ pub struct Report {
     pub duration_s: f64,
     /// Logical CPUs of the machine.
     pub cpus: usize,
+    /// `--server-cpus`: the CPUs the spawned and the ceiling server were pinned to.
+    pub server_cpus: Option<String>,
+    /// The CPUs the bench's client ran on, with `--server-cpus`.
+    pub client_cpus: Option<String>,
     /// Whether the server was spawned by the bench (with cheap password hashing).
     pub spawned: bool,
     /// Seconds preparing users and the sale (not timed in the figures).
@@ -102,7 +148,11 @@ pub struct Report {
     pub ceiling: Option<Phase>,
     /// Load attempts/s as a fraction of the ceiling's.
     pub ratio_to_ceiling: Option<f64>,
-    /// Peak RSS of the spawned server, KiB.
+    /// Server CPU per attempt as a multiple of the bare server's per request: the figure that
+    /// says what the scenario costs next to a bare answer, whatever the machine's speed.
+    pub server_cpu_ratio_to_ceiling: Option<f64>,
+    /// Peak RSS of the spawned server (with `--url`, of the `--server-pid` processes, each
+    /// one's peak summed), KiB.
     pub server_peak_rss_kib: Option<u64>,
     /// CPU the spawned server (every service and its database threads) spent per accepted buy,
     /// µs: from the start of the load until the orders were persisted. Steadier than a rate on
@@ -118,6 +168,10 @@ pub struct Report {
     /// Load attempts/s with authentication as a fraction of the same load without it.
     pub ratio_to_auth_off: Option<f64>,
 }
+
+/// A phase shorter than this gets a note that its CPU figures are coarse: `/proc` counts CPU
+/// time in 10 ms ticks, so each reading is off by up to 10 ms.
+const SHORT_PHASE_S: f64 = 2.0;
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
@@ -147,16 +201,39 @@ fn phase_rows(out: &mut String, name: &str, p: &Phase) {
         "  outcomes        2xx {}  409 {}  429 {}  other 4xx {}  5xx {}  errors/timeouts {}",
         o.ok_2xx, o.conflict_409, o.rate_limited_429, o.other_4xx, o.server_5xx, o.errors
     );
-    let per_attempt = p
-        .client_cpu_pct
-        .filter(|_| p.attempts_per_s > 0.0)
-        .map(|pct| pct / 100.0 * 1e6 / p.attempts_per_s);
     let _ = writeln!(
         out,
-        "  client CPU      {}% of one core, {} µs per attempt",
+        "  client CPU      {}% of one core, {} µs per attempt ({} in its own code)",
         opt(p.client_cpu_pct, 0),
-        opt(per_attempt, 1)
+        opt(p.client_cpu_us_per_request, 1),
+        opt(p.client_cpu_user_us_per_request, 1)
     );
+    match (p.server_cpu_s, p.server_cpu_span_s) {
+        (Some(cpu), Some(span)) => {
+            let _ = writeln!(
+                out,
+                "  server CPU      {cpu:.2} s over {span:.2} s ({}% of one core), {} µs per \
+                 attempt ({} in its own code)",
+                opt(percent_of_core(cpu, span), 0),
+                opt(p.server_cpu_us_per_request, 1),
+                opt(p.server_cpu_user_us_per_request, 1)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "  server CPU      - (not measured: --spawn, or --server-pid with --url)"
+            );
+        }
+    }
+    if p.attempts > 0 && p.elapsed_s < SHORT_PHASE_S {
+        let _ = writeln!(
+            out,
+            "  note            {:.2} s is short for CPU times counted in 10 ms ticks: give more \
+             --users (or --duration) for steadier CPU figures",
+            p.elapsed_s
+        );
+    }
 }
 
 impl Report {
@@ -178,46 +255,54 @@ impl Report {
             self.connections,
             self.cpus
         );
-        if let Some(c) = &self.ceiling {
-            phase_rows(&mut out, "ceiling (bare axum, GET /)", c);
+        if let Some(list) = &self.server_cpus {
+            let _ = writeln!(
+                out,
+                "pinned: servers on CPUs {list}, the bench's client on CPUs {}",
+                self.client_cpus.as_deref().unwrap_or("-")
+            );
         }
+        if let Some(c) = &self.ceiling {
+            phase_rows(&mut out, "ceiling (bare axum, GET /) in its own process", c);
+        }
+        let buys = self.scenario.is_some_and(Scenario::buys);
         if let Some(p) = &self.load {
             let _ = writeln!(
                 out,
                 "sale: {} users, stock {}, limit {} (prepared in {:.1} s)",
                 self.users, self.stock, self.limit, self.prepare_s
             );
-            phase_rows(
-                &mut out,
-                &format!("{scenario} (POST /api/v1/sales/{{id}}/orders)"),
-                p,
-            );
-            let _ = writeln!(out, "  settled         {}", self.settled);
-            let _ = writeln!(
-                out,
-                "  persisted       {} orders, {}/s until drained after {} s",
-                self.orders_persisted
-                    .map_or("-".to_owned(), |o| o.to_string()),
-                opt(self.orders_persisted_per_s, 0),
-                opt(self.persisted_after_s, 2)
-            );
-            let _ = writeln!(
-                out,
-                "  vs ceiling      {}",
-                self.ratio_to_ceiling
-                    .map_or("-".to_owned(), |r| format!("{r:.2} × ceiling attempts/s"))
-            );
+            let path = if buys {
+                "POST /api/v1/sales/{id}/orders"
+            } else {
+                "GET /api/v1/sales/{id}"
+            };
+            phase_rows(&mut out, &format!("{scenario} ({path})"), p);
+            if buys {
+                let _ = writeln!(out, "  settled         {}", self.settled);
+                let _ = writeln!(
+                    out,
+                    "  persisted       {} orders, {}/s until drained after {} s",
+                    self.orders_persisted
+                        .map_or("-".to_owned(), |o| o.to_string()),
+                    opt(self.orders_persisted_per_s, 0),
+                    opt(self.persisted_after_s, 2)
+                );
+            }
+            let _ = writeln!(out, "  vs bare server  {}", self.versus_ceiling());
             let _ = writeln!(
                 out,
                 "  server peak RSS {}",
                 self.server_peak_rss_kib
                     .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
             );
-            let _ = writeln!(
-                out,
-                "  server CPU      {} µs per accepted buy (load and persisting)",
-                opt(self.server_cpu_us_per_accepted, 1)
-            );
+            if buys {
+                let _ = writeln!(
+                    out,
+                    "  server CPU      {} µs per accepted buy (load and persisting)",
+                    opt(self.server_cpu_us_per_accepted, 1)
+                );
+            }
             if self.redis_cpu_us_per_accepted.is_some() {
                 let _ = writeln!(
                     out,
@@ -251,7 +336,43 @@ impl Report {
                 let _ = writeln!(out, "  VIOLATION: {v}");
             }
         }
+        if self.load.is_some() && self.ceiling.is_some() {
+            let _ = writeln!(
+                out,
+                "summary         {scenario}: {} × the bare server's throughput, {} × its server \
+                 CPU per request",
+                opt(self.ratio_to_ceiling, 2),
+                opt(self.server_cpu_ratio_to_ceiling, 2)
+            );
+        }
         out
+    }
+
+    /// Sets the ratios of the load to the ceiling, where both were measured.
+    pub fn compare_to_ceiling(&mut self) {
+        let (Some(load), Some(ceiling)) = (&self.load, &self.ceiling) else {
+            return;
+        };
+        self.ratio_to_ceiling = ratio(Some(load.attempts_per_s), Some(ceiling.attempts_per_s));
+        self.server_cpu_ratio_to_ceiling = ratio(
+            load.server_cpu_us_per_request,
+            ceiling.server_cpu_us_per_request,
+        );
+    }
+
+    /// The "vs bare server" line.
+    fn versus_ceiling(&self) -> String {
+        let Some(ceiling) = &self.ceiling else {
+            return "- (give --with-ceiling)".to_owned();
+        };
+        let load = self.load.as_ref();
+        format!(
+            "{} × its attempts/s; server CPU per attempt {} × its ({} µs vs {} µs)",
+            opt(self.ratio_to_ceiling, 2),
+            opt(self.server_cpu_ratio_to_ceiling, 2),
+            opt(load.and_then(|l| l.server_cpu_us_per_request), 1),
+            opt(ceiling.server_cpu_us_per_request, 1),
+        )
     }
 }
 
@@ -289,7 +410,108 @@ mod tests {
             ..Report::default()
         };
         assert!(r.table().contains("VIOLATION: x"));
+        assert!(r
+            .table()
+            .contains("vs bare server  - (give --with-ceiling)"));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["scenario"], "rush");
+    }
+
+    fn phase(attempts: u64, secs: f64, server_cpu_s: f64) -> Phase {
+        let mut p = Phase {
+            elapsed_s: secs,
+            attempts,
+            attempts_per_s: attempts as f64 / secs,
+            ..Phase::default()
+        };
+        // A quarter in user space, the rest in the kernel.
+        let cpu = CpuTimes {
+            user_s: server_cpu_s / 4.0,
+            system_s: server_cpu_s * 3.0 / 4.0,
+        };
+        p.set_server_cpu(Some(cpu), secs);
+        p
+    }
+
+    #[test]
+    fn the_load_is_compared_with_the_bare_server() {
+        // The bare server: 700,000 requests in 10 s on 6.02 s of CPU, 8.6 µs each; the sale
+        // page: 100,000 in 10 s on 3.52 s, 35.2 µs each.
+        let mut r = Report {
+            scenario: Some(Scenario::Read),
+            ceiling: Some(phase(700_000, 10.0, 6.02)),
+            load: Some(phase(100_000, 10.0, 3.52)),
+            ..Report::default()
+        };
+        r.compare_to_ceiling();
+        let speed = r.ratio_to_ceiling.unwrap();
+        assert!((speed - 1.0 / 7.0).abs() < 1e-9, "{speed}");
+        let cost = r.server_cpu_ratio_to_ceiling.unwrap();
+        assert!((cost - 35.2 / 8.6).abs() < 1e-9, "{cost}");
+        let table = r.table();
+        assert!(table.contains("GET /api/v1/sales/{id}"), "{table}");
+        assert!(!table.contains("persisted"), "{table}");
+        assert!(
+            table.contains(
+                "0.14 × its attempts/s; server CPU per attempt 4.09 × its (35.2 µs vs 8.6 µs)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("read: 0.14 × the bare server's throughput, 4.09 × its server CPU"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "server CPU      3.52 s over 10.00 s (35% of one core), 35.2 µs per attempt"
+            ),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert!((json["server_cpu_ratio_to_ceiling"].as_f64().unwrap() - cost).abs() < 1e-12);
+        let per_request = json["load"]["server_cpu_us_per_request"].as_f64().unwrap();
+        assert!((per_request - 35.2).abs() < 1e-9, "{per_request}");
+    }
+
+    #[test]
+    fn the_client_figures_split_its_own_code_from_the_kernel() {
+        let mut p = phase(50_000, 2.0, 1.0);
+        let cpu = CpuTimes {
+            user_s: 0.1,
+            system_s: 0.4,
+        };
+        p.set_client_cpu(Some(cpu), 2.0);
+        assert_eq!(p.client_cpu_pct, Some(25.0));
+        assert!((p.client_cpu_us_per_request.unwrap() - 10.0).abs() < 1e-9);
+        assert!((p.client_cpu_user_us_per_request.unwrap() - 2.0).abs() < 1e-9);
+        let mut out = String::new();
+        phase_rows(&mut out, "x", &p);
+        assert!(!out.contains("note"), "{out}");
+        p.elapsed_s = 0.5;
+        phase_rows(&mut out, "x", &p);
+        assert!(out.contains("note            0.50 s is short"), "{out}");
+        assert!(
+            out.contains(
+                "client CPU      25% of one core, 10.0 µs per attempt (2.0 in its own code)"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn no_server_figure_no_ratio() {
+        let mut without = phase(100, 1.0, 0.0);
+        without.set_server_cpu(None, 1.0);
+        assert_eq!(without.server_cpu_span_s, None);
+        assert_eq!(without.server_cpu_user_us_per_request, None);
+        let mut r = Report {
+            ceiling: Some(phase(1000, 1.0, 0.01)),
+            load: Some(without),
+            ..Report::default()
+        };
+        r.compare_to_ceiling();
+        assert_eq!(r.ratio_to_ceiling, Some(0.1));
+        assert_eq!(r.server_cpu_ratio_to_ceiling, None);
+        assert!(r.table().contains("server CPU      - (not measured"));
     }
 }

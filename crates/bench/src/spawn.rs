@@ -3,16 +3,17 @@
 //! inherits the environment, so `FLASHSALE_GATEWAY__LIMITS__BACKEND=redis` and
 //! `FLASHSALE_AUTH__SESSIONS=redis` bench the Redis backends (under a key prefix of its own,
 //! inside `FLASHSALE_REDIS__KEY_PREFIX` when that is set; with `--redis-url` the bench deletes
-//! those keys once the server is stopped).
+//! those keys once the server is stopped). With `--server-cpus` it is started through
+//! `taskset -c LIST` ([`crate::cpus`]).
 
 use std::{process::Stdio, time::Duration};
 
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+    process::Child,
 };
 
-use crate::error::BenchError;
+use crate::{cpus::CpuSet, error::BenchError};
 
 /// Admin of the spawned server.
 pub const ADMIN_EMAIL: &str = "bench-admin@bench.example";
@@ -43,13 +44,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server, with extra configuration from `env`, and waits (up to a minute)
-    /// for its ready line.
-    pub async fn start(env: &[(&str, &str)]) -> Result<Self, BenchError> {
+    /// Starts the server, with extra configuration from `env` and pinned to `cpus` when given,
+    /// and waits (up to a minute) for its ready line.
+    pub async fn start(env: &[(&str, &str)], cpus: Option<&CpuSet>) -> Result<Self, BenchError> {
         let dir = tempfile::tempdir().map_err(|e| BenchError::Io("temporary data dir", e))?;
         let key_prefix = run_key_prefix(std::env::var(PREFIX_VAR).ok());
         let exe = std::env::current_exe().map_err(|e| BenchError::Io("finding flashsale", e))?;
-        let mut child = Command::new(exe)
+        let mut child = crate::cpus::command(&exe, cpus)
             .args(["dev", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("FLASHSALE_ADMIN_EMAIL", ADMIN_EMAIL)
