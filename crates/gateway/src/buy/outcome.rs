@@ -8,6 +8,8 @@
 //! The flow ([`super::flow`]) only looks answers up here; changing what a client sees for an
 //! outcome is changing one row.
 
+use std::{cell::RefCell, collections::HashMap};
+
 use axum::http::StatusCode;
 use flashsale_proto::inventory::ReserveOutcome;
 
@@ -49,10 +51,26 @@ impl BuyMetric {
 
     /// Counts one buy with this outcome. `sale` is `None` for a refusal before the sale is
     /// known (labelled `unknown`), so the `sale` label stays bounded by the sales that exist.
+    ///
+    /// Each thread keeps the counter handles it looked up once (the sale ids are those of known
+    /// sales, so the set stays bounded): a refusal neither formats a label nor searches the
+    /// metrics registry.
     pub fn count(self, sale: Option<i64>) {
-        let sale = sale.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
-        metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES, "outcome" => self.label(), "sale" => sale)
-            .increment(1);
+        type Counters = HashMap<(&'static str, Option<i64>), metrics::Counter>;
+        thread_local! {
+            static COUNTERS: RefCell<Counters> = RefCell::new(HashMap::new());
+        }
+        let outcome = self.label();
+        COUNTERS.with_borrow_mut(|counters| {
+            counters
+                .entry((outcome, sale))
+                .or_insert_with(|| {
+                    let sale = sale.map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+                    metrics::counter!(flashsale_telemetry::metrics::BUY_OUTCOMES,
+                        "outcome" => outcome, "sale" => sale)
+                })
+                .increment(1);
+        });
     }
 }
 
