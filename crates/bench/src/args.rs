@@ -20,6 +20,11 @@ pub enum Scenario {
     Mixed,
     /// Many readers `GET /api/v1/sales/{id}` of the prepared sale (public: nobody logs in).
     Read,
+    /// Idle subscribers to the sale's live stream (`GET /api/v1/sales/{id}/events`,
+    /// `--connections` of them, 10,000 by default): the server memory each costs, then the
+    /// fan-out of `--changes` buys, each seen by every subscriber before the next (time until
+    /// the last saw it, server CPU per event delivered).
+    Sse,
     /// A bare HTTP server in a process of its own: the machine's ceiling for the same client,
     /// and what a bare answer costs a server.
     Ceiling,
@@ -53,7 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub spawn: bool,
     /// Number of simulated users (registered and logged in before the load; for `read`, the
-    /// distinct `X-Forwarded-For` addresses the readers take turns with, nobody logs in).
+    /// distinct `X-Forwarded-For` addresses the readers take turns with, nobody logs in; `sse`
+    /// prepares one buyer per `--changes` instead).
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
     /// Stock of the sale [default: rush 1000; accept users × limit; mixed half of that].
@@ -62,9 +68,14 @@ pub struct BenchArgs {
     /// Per-user limit of the sale.
     #[arg(long, default_value_t = 1)]
     pub limit: u32,
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 256)]
-    pub connections: usize,
+    /// Concurrent keep-alive connections [default: 256]; for `sse`, the subscribers to the
+    /// live stream [default: 10000] (its `--with-ceiling` uses 256).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// `sse`: stock changes the subscribers must see, one buy each (by as many prepared users),
+    /// the next only once every subscriber saw the last.
+    #[arg(long, default_value_t = 10)]
+    pub changes: usize,
     /// Longest duration of the load, in seconds (it stops earlier once settled).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -119,7 +130,26 @@ pub struct BenchArgs {
     pub nats_url: Option<String>,
 }
 
+/// Connections of a load when `--connections` is not given.
+pub const DEFAULT_CONNECTIONS: usize = 256;
+/// Subscribers of `sse` when `--connections` is not given.
+pub const DEFAULT_SUBSCRIBERS: usize = 10_000;
+
 impl BenchArgs {
+    /// Connections of the load (and of the ceiling): `--connections`, or 256; for `sse`, whose
+    /// `--connections` are its subscribers, always 256 (its ceiling).
+    pub fn load_connections(&self) -> usize {
+        match (self.scenario, self.connections) {
+            (Scenario::Sse, _) | (_, None) => DEFAULT_CONNECTIONS,
+            (_, Some(n)) => n,
+        }
+    }
+
+    /// `sse`: the subscribers to the live stream.
+    pub fn subscribers(&self) -> usize {
+        self.connections.unwrap_or(DEFAULT_SUBSCRIBERS)
+    }
+
     /// Units all users together want: users × limit.
     pub fn demand(&self) -> u64 {
         self.users as u64 * u64::from(self.limit)
@@ -130,6 +160,7 @@ impl BenchArgs {
         self.stock.unwrap_or(match self.scenario {
             Scenario::Rush
             | Scenario::Read
+            | Scenario::Sse
             | Scenario::Ceiling
             | Scenario::Persist
             | Scenario::CeilingServer => 1000,
@@ -193,7 +224,22 @@ mod tests {
             .collect();
         assert_eq!(
             possible,
-            ["rush", "accept", "mixed", "read", "ceiling", "persist"]
+            ["rush", "accept", "mixed", "read", "sse", "ceiling", "persist"]
         );
+    }
+
+    #[test]
+    fn sse_counts_its_connections_as_subscribers() {
+        let a = parse(&["sse", "--spawn"]).unwrap();
+        assert_eq!((a.subscribers(), a.load_connections()), (10_000, 256));
+        assert_eq!(a.changes, 10);
+        let a = parse(&["sse", "--spawn", "--connections", "50", "--changes", "3"]).unwrap();
+        assert_eq!(
+            (a.subscribers(), a.load_connections(), a.changes),
+            (50, 256, 3)
+        );
+        let a = parse(&["read", "--spawn", "--connections", "8"]).unwrap();
+        assert_eq!(a.load_connections(), 8);
+        assert_eq!(parse(&["read"]).unwrap().load_connections(), 256);
     }
 }

@@ -31,6 +31,9 @@ pub enum BenchError {
     /// The Redis given with `--redis-url` could not be asked for its CPU.
     #[error("redis (--redis-url): {0}")]
     Redis(String),
+    /// The `sse` scenario could not be run to its end (subscribers, buys).
+    #[error("live stream (sse): {0}")]
+    Stream(String),
     /// The ceiling server failed.
     #[error("ceiling server: {0}")]
     Ceiling(String),

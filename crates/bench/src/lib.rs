@@ -9,7 +9,9 @@
 //! phase), [`sale`] (a scenario on a sale), [`ceiling`] (the bare server and its process),
 //! [`persist`] (orders/s into the database, without HTTP), [`settle`] (queue drained),
 //! [`check`] (guarantees), [`report`], [`spawn`] (`--spawn`), [`cpus`] (`--server-cpus`),
-//! [`cpu`] (CPU per request) and [`procfs`] (RSS, CPU from `/proc`).
+//! [`cpu`] (CPU per request) and [`procfs`] (RSS, CPU from `/proc`). The `sse` scenario:
+//! [`sse`] (subscribers' memory, the fan-out of stock changes) on [`subscribers`] (the idle
+//! connections to the live stream and what they saw).
 
 pub mod args;
 pub mod ceiling;
@@ -30,6 +32,8 @@ pub mod sale;
 pub mod settle;
 pub mod shared_redis;
 pub mod spawn;
+pub mod sse;
+pub mod subscribers;
 pub mod workload;
 
 pub use args::{BenchArgs, Scenario};
@@ -66,14 +70,20 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let server_cpus = split.as_ref().map(|s| &s.server);
     let mut report = Report {
         scenario: Some(args.scenario),
-        model: if args.rate.is_some() {
+        model: if args.scenario == Scenario::Sse {
+            "stream"
+        } else if args.rate.is_some() {
             "open"
         } else {
             "closed"
         }
         .to_owned(),
         rate: args.rate,
-        connections: args.connections,
+        connections: if args.scenario == Scenario::Sse {
+            args.subscribers()
+        } else {
+            args.load_connections()
+        },
         duration_s: args.duration,
         cpus: machine_cpus,
         server_cpus: split.as_ref().map(|s| s.server.to_string()),
@@ -124,7 +134,7 @@ async fn run_persist(args: &BenchArgs) -> Result<Report, BenchError> {
 
 fn validate(args: &BenchArgs) -> Result<(), BenchError> {
     let bad = |m: &str| Err(BenchError::Usage(m.to_owned()));
-    if args.connections == 0 {
+    if args.connections == Some(0) {
         return bad("--connections must be at least 1");
     }
     if !(args.duration > 0.0 && args.duration.is_finite()) {
@@ -147,6 +157,18 @@ fn validate(args: &BenchArgs) -> Result<(), BenchError> {
                 "--server-pid {pid}: no such process (or its /proc/{pid}/stat cannot be read)"
             )));
         }
+    }
+    if args.scenario == Scenario::Sse {
+        if args.compare_auth_off {
+            return bad("--compare-auth-off compares loads; sse has none (give it to rush, accept, mixed or read)");
+        }
+        if args.changes == 0 {
+            return bad("--changes must be at least 1");
+        }
+        if args.stock() < args.changes as u64 {
+            return bad("sse: --stock must be at least --changes (one unit is bought per change)");
+        }
+        sse::check_file_limits(args)?;
     }
     Ok(())
 }

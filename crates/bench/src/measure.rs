@@ -19,7 +19,7 @@ use crate::{
 /// The load options of `args`, labelled `label`, measuring the servers `server_pids`.
 pub fn load_config(args: &BenchArgs, label: &str, server_pids: Vec<u32>) -> LoadConfig {
     LoadConfig {
-        connections: args.connections,
+        connections: args.load_connections(),
         duration: Duration::from_secs_f64(args.duration),
         rate: args.rate,
         label: label.to_owned(),

@@ -46,11 +46,65 @@ impl Sub for CpuTimes {
 
 /// Peak resident set size (`VmHWM`) of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size now (`VmRSS`) of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The resident set sizes now of all of `pids` together, KiB; `None` when the list is empty or
+/// one of them cannot be read.
+pub fn processes_rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// A `kB` field of `/proc/PID/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The limit on open files (`ulimit -n`): soft and hard, `None` for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimit {
+    /// The limit in force (the soft one).
+    pub soft: Option<u64>,
+    /// The most the soft limit may be raised to without privileges.
+    pub hard: Option<u64>,
+}
+
+/// The open-files limit of process `pid` (`/proc/PID/limits`).
+pub fn open_files_limit(pid: u32) -> Option<FileLimit> {
+    parse_open_files(&std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?)
+}
+
+/// The open-files limit of this process.
+pub fn own_open_files_limit() -> Option<FileLimit> {
+    parse_open_files(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The `Max open files` line of a `limits` file.
+fn parse_open_files(limits: &str) -> Option<FileLimit> {
+    let line = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    let mut fields = line.split_whitespace();
+    let value = |f: &str| match f {
+        "unlimited" => Some(None),
+        n => n.parse().ok().map(Some),
+    };
+    Some(FileLimit {
+        soft: value(fields.next()?)?,
+        hard: value(fields.next()?)?,
+    })
 }
 
 /// utime and stime from the text of a `stat` file.
@@ -117,9 +171,40 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_open_files_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63432                63432                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(
+            parse_open_files(limits),
+            Some(FileLimit {
+                soft: Some(1024),
+                hard: Some(524_288)
+            })
+        );
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(
+            parse_open_files(unlimited),
+            Some(FileLimit {
+                soft: None,
+                hard: None
+            })
+        );
+        assert_eq!(parse_open_files("Max processes 1 1 processes\n"), None);
+        assert_eq!(parse_open_files("Max open files  many  1  files\n"), None);
+    }
+
+    #[test]
     fn reads_own_figures() {
         let me = std::process::id();
         assert!(peak_rss_kib(me).is_some_and(|k| k > 0));
+        let rss = rss_kib(me).unwrap();
+        assert!(rss > 0 && rss <= peak_rss_kib(me).unwrap());
+        assert_eq!(processes_rss_kib(&[]), None);
+        assert_eq!(processes_rss_kib(&[me, u32::MAX]), None);
+        assert!(own_open_files_limit().is_some());
+        assert_eq!(open_files_limit(me), own_open_files_limit());
         assert!(own_cpu().is_some());
         assert!(process_cpu(me).is_some_and(|t| t.user_s >= 0.0 && t.system_s >= 0.0));
         assert_eq!(process_cpu(u32::MAX), None);

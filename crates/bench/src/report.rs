@@ -11,6 +11,7 @@ use crate::{
     cpu::{per_request_us, percent_of_core, ratio},
     load::Outcomes,
     procfs::CpuTimes,
+    sse::SseFigures,
 };
 
 /// Latency percentiles in milliseconds.
@@ -160,6 +161,8 @@ pub struct Report {
     pub server_cpu_us_per_accepted: Option<f64>,
     /// CPU the Redis given with `--redis-url` spent per accepted buy over the same span, µs.
     pub redis_cpu_us_per_accepted: Option<f64>,
+    /// `sse`: the live stream's subscribers and fan-out.
+    pub sse: Option<SseFigures>,
     /// The guarantee check.
     pub guarantees: Option<Verdict>,
     /// The same load on a second spawned server with customer authentication switched off
@@ -245,16 +248,24 @@ impl Report {
             .and_then(|s| serde_json::to_value(s).ok())
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "flashsale bench {scenario}: {} loop{}, {} connections, {} cpus",
-            self.model,
-            self.rate
-                .map(|r| format!(" at {r:.0} req/s"))
-                .unwrap_or_default(),
-            self.connections,
-            self.cpus
-        );
+        if self.scenario == Some(Scenario::Sse) {
+            let _ = writeln!(
+                out,
+                "flashsale bench {scenario}: {} subscribers, {} cpus",
+                self.connections, self.cpus
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "flashsale bench {scenario}: {} loop{}, {} connections, {} cpus",
+                self.model,
+                self.rate
+                    .map(|r| format!(" at {r:.0} req/s"))
+                    .unwrap_or_default(),
+                self.connections,
+                self.cpus
+            );
+        }
         if let Some(list) = &self.server_cpus {
             let _ = writeln!(
                 out,
@@ -311,6 +322,33 @@ impl Report {
                 );
             }
         }
+        if let Some(sse) = &self.sse {
+            let _ = writeln!(
+                out,
+                "sale: stock {}, limit {}, {} buyers (prepared in {:.1} s)",
+                self.stock, self.limit, self.users, self.prepare_s
+            );
+            sse.rows(&mut out);
+            let _ = writeln!(
+                out,
+                "  vs bare server  {}",
+                match &self.ceiling {
+                    Some(c) => format!(
+                        "server CPU per event {} × its per request ({} µs vs {} µs)",
+                        opt(sse.server_cpu_ratio_to_ceiling, 2),
+                        opt(sse.server_cpu_us_per_event, 2),
+                        opt(c.server_cpu_us_per_request, 1)
+                    ),
+                    None => "- (give --with-ceiling)".to_owned(),
+                }
+            );
+            let _ = writeln!(
+                out,
+                "  server peak RSS {}",
+                self.server_peak_rss_kib
+                    .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+            );
+        }
         if let Some(p) = &self.auth_off {
             phase_rows(
                 &mut out,
@@ -336,6 +374,20 @@ impl Report {
                 let _ = writeln!(out, "  VIOLATION: {v}");
             }
         }
+        if let Some(sse) = &self.sse {
+            let _ = writeln!(
+                out,
+                "summary         sse: {} KiB of server memory per idle subscriber; a change \
+                 reaches the last of {} subscribers {} ms after its 202 (p50; max {}); {} µs of \
+                 server CPU per event, {} × the bare server's per request",
+                opt(sse.server_rss_kib_per_subscriber, 2),
+                sse.subscribers,
+                opt(sse.last_seen.map(|s| s.p50_ms), 1),
+                opt(sse.last_seen.map(|s| s.max_ms), 1),
+                opt(sse.server_cpu_us_per_event, 2),
+                opt(sse.server_cpu_ratio_to_ceiling, 2)
+            );
+        }
         if self.load.is_some() && self.ceiling.is_some() {
             let _ = writeln!(
                 out,
@@ -350,6 +402,12 @@ impl Report {
 
     /// Sets the ratios of the load to the ceiling, where both were measured.
     pub fn compare_to_ceiling(&mut self) {
+        if let (Some(sse), Some(ceiling)) = (&mut self.sse, &self.ceiling) {
+            sse.server_cpu_ratio_to_ceiling = ratio(
+                sse.server_cpu_us_per_event,
+                ceiling.server_cpu_us_per_request,
+            );
+        }
         let (Some(load), Some(ceiling)) = (&self.load, &self.ceiling) else {
             return;
         };
@@ -496,6 +554,41 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_fan_out_is_compared_with_the_bare_server() {
+        let mut r = Report {
+            scenario: Some(Scenario::Sse),
+            connections: 10_000,
+            ceiling: Some(phase(700_000, 10.0, 6.02)),
+            sse: Some(SseFigures {
+                subscribers: 10_000,
+                server_rss_kib_per_subscriber: Some(4.5),
+                server_cpu_us_per_event: Some(4.3),
+                ..SseFigures::default()
+            }),
+            ..Report::default()
+        };
+        r.compare_to_ceiling();
+        let cost = r.sse.as_ref().unwrap().server_cpu_ratio_to_ceiling.unwrap();
+        assert!((cost - 0.5).abs() < 1e-9, "{cost}");
+        assert_eq!(r.ratio_to_ceiling, None);
+        let table = r.table();
+        assert!(
+            table.starts_with("flashsale bench sse: 10000 subscribers"),
+            "{table}"
+        );
+        assert!(
+            table.contains("server CPU per event 0.50 × its per request (4.30 µs vs 8.6 µs)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("sse: 4.50 KiB of server memory per idle subscriber"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["sse"]["subscribers"], 10_000);
     }
 
     #[test]

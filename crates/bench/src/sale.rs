@@ -1,5 +1,5 @@
 //! A scenario on a sale: spawn the server (`--spawn`) or use `--url`, open the sale, run the
-//! load (buys, or reads of the sale), wait for the orders to be persisted, check the
+//! load (buys, reads of the sale, or its live stream's subscribers: [`crate::sse`]), wait for the orders to be persisted, check the
 //! guarantees, and record what it all cost the server.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
@@ -102,12 +102,15 @@ async fn compare_auth_off(
 }
 
 /// Where the system under test is and how to reach it.
-struct Target {
-    endpoint: Endpoint,
-    database_url: Option<String>,
+pub(crate) struct Target {
+    /// The gateway.
+    pub(crate) endpoint: Endpoint,
+    /// Its database, for the guarantee check.
+    pub(crate) database_url: Option<String>,
     /// The processes whose CPU is the server's.
-    pids: Vec<u32>,
-    sale: i64,
+    pub(crate) pids: Vec<u32>,
+    /// The prepared sale.
+    pub(crate) sale: i64,
 }
 
 /// Opens the sale on the spawned server or `--url`, then runs the load on it.
@@ -155,10 +158,10 @@ async fn on_server(
         pids,
         sale,
     };
-    if args.scenario == Scenario::Read {
-        reads(args, report, &target).await?;
-    } else {
-        buys(args, report, &target).await?;
+    match args.scenario {
+        Scenario::Read => reads(args, report, &target).await?,
+        Scenario::Sse => crate::sse::run(args, report, &target).await?,
+        _ => buys(args, report, &target).await?,
     }
     report.server_peak_rss_kib = peak_rss_kib(&target.pids);
     Ok(())

@@ -23,8 +23,9 @@ pub enum Command {
     Dev(DevArgs),
     /// Run one service as its own process.
     Serve(ServeArgs),
-    /// Rush a sale (or a bare HTTP server: `ceiling`), report throughput and latency, and check
-    /// the guarantees.
+    /// Rush a sale, read it (`read`) or hold its live stream (`sse`: memory per subscriber,
+    /// fan-out), check the guarantees, and report throughput, latency and server CPU per request
+    /// as a multiple of a bare HTTP server's (`ceiling`, `--with-ceiling`).
     Bench(Box<flashsale_bench::BenchArgs>),
     /// Operate the inventory service of a running system.
     Inventory(InventoryArgs),

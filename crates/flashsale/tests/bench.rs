@@ -1,5 +1,6 @@
 //! `flashsale bench` end to end: the real binary spawns `flashsale dev`, rushes a small sale,
-//! and its own guarantee check must pass, with exactly the stock accepted.
+//! and its own guarantee check must pass, with exactly the stock accepted; reads of the sale and
+//! subscribers to its live stream (`read`, `sse`) report their figures beside the bare server's.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
@@ -96,6 +97,113 @@ async fn a_rush_on_redis_reports_the_redis_cpu_per_buy() {
     let cpu = report["redis_cpu_us_per_accepted"].as_f64();
     assert!(cpu.is_some_and(|us| us > 0.0), "{report:#}");
     assert!(stdout.contains("Redis CPU"), "{stdout}");
+}
+
+/// A figure of the report that must be present, as a number.
+fn number(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {report:#}"))
+}
+
+#[test]
+fn a_short_read_answers_every_reader_and_buys_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args([
+            "bench",
+            "read",
+            "--spawn",
+            "--users",
+            "20",
+            "--connections",
+            "4",
+            "--duration",
+            "1",
+            "--with-ceiling",
+            "--json",
+        ])
+        .arg(&json)
+        .env_remove("FLASHSALE_CONFIG")
+        .env(SPAWNED_BUDGET.0, SPAWNED_BUDGET.1)
+        .output()
+        .unwrap();
+    let (report, stdout) = finished_report(&output, &json);
+    let attempts = report["load"]["attempts"].as_u64().unwrap();
+    assert!(attempts > 0, "{report:#}");
+    // Every read was answered 200: nothing failed, nothing was refused.
+    assert_eq!(report["load"]["accepted"], attempts, "{report:#}");
+    assert_eq!(report["load"]["outcomes"]["ok_2xx"], attempts, "{report:#}");
+    assert_eq!(report["guarantees"]["passed"], true, "{report:#}");
+    assert!(stdout.contains("read (GET /api/v1/sales/{id})"), "{stdout}");
+    // Measured beside the bare server: both ratios are there.
+    assert!(number(&report, "/load/server_cpu_us_per_request") > 0.0);
+    assert!(number(&report, "/ceiling/server_cpu_us_per_request") > 0.0);
+    assert!(number(&report, "/ratio_to_ceiling") > 0.0);
+    assert!(number(&report, "/server_cpu_ratio_to_ceiling") > 0.0);
+    assert!(stdout.contains("summary         read:"), "{stdout}");
+}
+
+#[test]
+fn sse_subscribers_see_every_change() {
+    // Enough subscribers that their memory shows in the server's RSS (which grows by whole
+    // pages, and first into memory the allocator already holds).
+    const SUBSCRIBERS: u64 = 500;
+    const CHANGES: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "sse", "--spawn", "--connections"])
+        .arg(SUBSCRIBERS.to_string())
+        .arg("--changes")
+        .arg(CHANGES.to_string())
+        .args(["--duration", "1", "--with-ceiling", "--json"])
+        .arg(&json)
+        .env_remove("FLASHSALE_CONFIG")
+        .env(SPAWNED_BUDGET.0, SPAWNED_BUDGET.1)
+        .output()
+        .unwrap();
+    let (report, stdout) = finished_report(&output, &json);
+    let sse = &report["sse"];
+    assert_eq!(sse["subscribers"], SUBSCRIBERS, "{report:#}");
+    assert_eq!(sse["changes_seen_by_all"], CHANGES, "{report:#}");
+    assert_eq!(sse["events_delivered"], SUBSCRIBERS * CHANGES, "{report:#}");
+    assert_eq!(sse["saw_final"], SUBSCRIBERS, "{report:#}");
+    assert_eq!(sse["missed"], 0, "{report:#}");
+    assert_eq!(sse["unexpected_values"], 0, "{report:#}");
+    assert_eq!(sse["disconnected"], 0, "{report:#}");
+    assert_eq!(report["orders_persisted"], CHANGES, "{report:#}");
+    assert_eq!(report["guarantees"]["passed"], true, "{report:#}");
+    assert!(number(&report, "/sse/server_rss_kib_per_subscriber") > 0.0);
+    let (p50, max) = (
+        number(&report, "/sse/last_seen/p50_ms"),
+        number(&report, "/sse/last_seen/max_ms"),
+    );
+    assert!((0.0..=max).contains(&p50) && max < 30_000.0, "{report:#}");
+    assert!(number(&report, "/sse/server_cpu_us_per_event") >= 0.0);
+    assert!(number(&report, "/sse/server_cpu_ratio_to_ceiling") >= 0.0);
+    assert!(stdout.contains("summary         sse:"), "{stdout}");
+}
+
+#[test]
+fn sse_refuses_more_subscribers_than_open_files() {
+    // The shell lowers the soft limit (always allowed) for the bench alone.
+    let output = Command::new("sh")
+        .args(["-c", "ulimit -n 1024 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_flashsale"))
+        .args(["bench", "sse", "--spawn", "--connections", "1000"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the open-files limit (ulimit -n) is 1024")
+            && stderr.contains("--connections 512 or fewer"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("spawning"), "{stderr}");
 }
 
 #[test]
