@@ -7,8 +7,10 @@
 //! cost several times the answer. So [`FastPath`], the outermost service, looks at each request
 //! first:
 //!
-//! * `GET /api/v1/sales` and `GET /api/v1/sales/{id}` (a plain decimal id) with live pages are
-//!   answered on the spot ([`answer`]);
+//! * `GET /api/v1/sales`, `GET /api/v1/sales/{id}` (a plain decimal id) and the sale's live
+//!   stream `GET /api/v1/sales/{id}/events` with live pages are answered on the spot
+//!   ([`answer`]) — a stream subscriber then holds its connection and a channel receiver, no
+//!   request span or middleware state for as long as it stays;
 //! * `POST /api/v1/sales/{id}/orders` on a sale this gateway surely knows sold out, from a
 //!   client whose token it already authenticated, with a valid key and body, is answered
 //!   `409 sold_out` ([`sold_out`]) — the answer the buy flow would give from the same memory,
@@ -57,6 +59,7 @@ use crate::{
 const SALES: &str = "/api/v1/sales";
 const SALE: &str = "/api/v1/sales/{id}";
 const BUY: &str = "/api/v1/sales/{id}/orders";
+const EVENTS: &str = "/api/v1/sales/{id}/events";
 
 /// The largest buy body the fast path reads (`{"quantity": 1}` is 15 bytes).
 const MAX_BODY: usize = 1024;
@@ -68,6 +71,8 @@ enum Read {
     Sales,
     /// `GET /api/v1/sales/{id}`.
     Sale(i64),
+    /// `GET /api/v1/sales/{id}/events`.
+    Events(i64),
 }
 
 /// The read a request is, when it is one the fast path knows; `None` sends it down the stack
@@ -80,12 +85,16 @@ fn read_of(method: &Method, path: &str) -> Option<Read> {
     if rest.is_empty() {
         return Some(Read::Sales);
     }
-    let digits = rest.strip_prefix('/')?;
+    let rest = rest.strip_prefix('/')?;
+    let (digits, read): (&str, fn(i64) -> Read) = match rest.strip_suffix("/events") {
+        Some(digits) => (digits, Read::Events),
+        None => (rest, Read::Sale),
+    };
     // At most 18 digits: always an i64, no sign, no surprises.
     if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().map(Read::Sale)
+    digits.parse().ok().map(read)
 }
 
 /// The request id a response carries: the caller's, or a new one.
@@ -145,6 +154,15 @@ fn answer(state: &AppState, request: &Request) -> Option<Response> {
             match state.live.page(id)? {
                 Some(page) => page.respond(headers),
                 None => ApiError::not_found("no such sale").into_response(),
+            },
+        ),
+        Read::Events(id) => (
+            EVENTS,
+            match state.live.subscribe(id) {
+                Some(watcher) => crate::live_sales::event_stream(watcher),
+                None if state.live.is_live() => ApiError::not_found("no such sale").into_response(),
+                // Not live: the handler asks the inventory.
+                None => return None,
             },
         ),
     };
@@ -320,6 +338,10 @@ mod tests {
         assert_eq!(read_of(&get, "/api/v1/sales"), Some(Read::Sales));
         assert_eq!(read_of(&get, "/api/v1/sales/42"), Some(Read::Sale(42)));
         assert_eq!(read_of(&get, "/api/v1/sales/007"), Some(Read::Sale(7)));
+        assert_eq!(
+            read_of(&get, "/api/v1/sales/42/events"),
+            Some(Read::Events(42))
+        );
         for path in [
             "/api/v1/sales/",
             "/api/v1/sales/-1",
@@ -327,7 +349,8 @@ mod tests {
             "/api/v1/sales/1.5",
             "/api/v1/sales/abc",
             "/api/v1/sales/1/orders",
-            "/api/v1/sales/1/events",
+            "/api/v1/sales//events",
+            "/api/v1/sales/x/events",
             "/api/v1/salesx",
             "/api/v1/sales/9999999999999999999",
             "/api/v1/orders",

@@ -19,15 +19,21 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    convert::Infallible,
     sync::Arc,
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
+use axum::response::{
+    sse::{Event, KeepAlive, Sse},
+    IntoResponse, Response,
+};
 use flashsale_proto::inventory::{
     self as pb, inventory_client::InventoryClient, WatchSalesRequest,
 };
 use flashsale_registry::Balanced;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -187,6 +193,29 @@ impl LiveSales {
         self.0.pages.store(Arc::new(Pages { live, sales, list }));
         Ok(())
     }
+}
+
+/// The live stream of a sale for one subscriber: a `sale` event with its page at once, then one
+/// per change (the latest page, however many changes a slow reader missed), and a keep-alive
+/// comment when nothing changed for 15 s.
+pub fn event_stream(watcher: watch::Receiver<Arc<Tagged>>) -> Response {
+    let pages = futures::stream::unfold((watcher, true), |(mut watcher, first)| async move {
+        if !first {
+            watcher.changed().await.ok()?;
+        }
+        let page = Arc::clone(&watcher.borrow_and_update());
+        Some((page, (watcher, false)))
+    });
+    let events = pages.map(|page| {
+        Ok::<_, Infallible>(
+            Event::default()
+                .event("sale")
+                .data(String::from_utf8_lossy(page.body())),
+        )
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Follows the inventory's sales feed into `live` (and teaches `sales` every sale's metadata,

@@ -3,19 +3,13 @@
 //! inventory's feed keeps current ([`crate::live_sales`]); while that feed is down they ask the
 //! inventory. They are conditional ([`crate::conditional`]): `ETag`, `Cache-Control`, `304`.
 
-use std::{convert::Infallible, sync::Arc};
-
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::{
-        sse::{Event, KeepAlive, Sse},
-        Response,
-    },
+    response::Response,
     Json,
 };
 use flashsale_proto::inventory::{CreateSaleRequest, GetSaleRequest, ListSalesRequest};
-use futures::{Stream, StreamExt};
 
 use crate::{
     api::{NewSale, Sale},
@@ -141,7 +135,7 @@ pub async fn events(
     State(state): State<AppState>,
     ctx: CallContext,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let watcher = match state.live.subscribe(id) {
         Some(watcher) => watcher,
         None if state.live.is_live() => return Err(ApiError::not_found("no such sale")),
@@ -153,17 +147,5 @@ pub async fn events(
                 .ok_or_else(|| ApiError::not_found("no such sale"))?
         }
     };
-    let pages = futures::stream::unfold((watcher, true), |(mut watcher, first)| async move {
-        if !first {
-            watcher.changed().await.ok()?;
-        }
-        let page = Arc::clone(&watcher.borrow_and_update());
-        Some((page, (watcher, false)))
-    });
-    let events = pages.map(|page| {
-        Ok(Event::default()
-            .event("sale")
-            .data(String::from_utf8_lossy(page.body())))
-    });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(crate::live_sales::event_stream(watcher))
 }
