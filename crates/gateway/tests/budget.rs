@@ -15,20 +15,15 @@ use std::{
     time::Duration,
 };
 
-use flashsale_gateway::{upstream::Upstreams, AppState, GatewayConfig};
-use flashsale_proto::inventory::{
-    self as pb,
-    inventory_server::{Inventory, InventoryServer},
-};
+use flashsale_gateway::GatewayConfig;
+use flashsale_proto::inventory::{self as pb, inventory_server::Inventory};
 use flashsale_registry::deadline::parse_grpc_timeout;
 use flashsale_testkit::eventually;
-use flashsale_token::{SigningKey, TokenKeys};
 use parking_lot::Mutex;
-use tokio::{net::TcpListener, time::Instant};
-use tonic::{
-    transport::{server::TcpIncoming, Server},
-    Request, Response, Status,
-};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+mod support;
 
 /// An inventory whose `GetSale` takes 5 s.
 #[derive(Clone, Default)]
@@ -135,47 +130,9 @@ impl Inventory for SlowInventory {
 /// The slow inventory and a gateway in front of it; returns the gateway's address.
 async fn start(config: GatewayConfig) -> (SocketAddr, SlowInventory) {
     let inventory = SlowInventory::default();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap().to_string();
-    let server = InventoryServer::new(inventory.clone());
-    tokio::spawn(async move {
-        Server::builder()
-            .add_service(server)
-            .serve_with_incoming(TcpIncoming::from(grpc))
-            .await
-    });
-    let keys = TokenKeys::new(
-        SigningKey {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-        },
-        Vec::new(),
-        "flashsale",
-        "flashsale-api",
-        900,
-    )
-    .unwrap();
     // Auth and order are not needed: every route used here only calls inventory.
-    let upstreams = Upstreams::connect_lazy(&grpc_addr, &grpc_addr, &grpc_addr).unwrap();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .build_recorder()
-        .handle();
-    let state = AppState::new(
-        config,
-        keys,
-        upstreams,
-        flashsale_limits::MemoryLimiter::new().into(),
-        metrics,
-        None,
-    );
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = http.local_addr().unwrap();
-    tokio::spawn(flashsale_gateway::app::serve(
-        http,
-        state,
-        std::future::pending(),
-    ));
-    (addr, inventory)
+    let grpc = support::serve_inventory(inventory.clone()).await;
+    (support::serve_gateway(config, &grpc).await, inventory)
 }
 
 /// Waits (5 s at most) until `ok` holds.

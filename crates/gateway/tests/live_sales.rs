@@ -18,21 +18,15 @@ use std::{
     time::Duration,
 };
 
-use flashsale_gateway::{upstream::Upstreams, AppState, GatewayConfig};
-use flashsale_proto::inventory::{
-    self as pb,
-    inventory_server::{Inventory, InventoryServer},
-};
+use flashsale_gateway::GatewayConfig;
+use flashsale_proto::inventory::{self as pb, inventory_server::Inventory};
 use flashsale_testkit::eventually;
-use flashsale_token::{SigningKey, TokenKeys};
 use futures::channel::mpsc;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tonic::{
-    transport::{server::TcpIncoming, Server},
-    Request, Response, Status,
-};
+use tonic::{Request, Response, Status};
+
+mod support;
 
 type Feed = mpsc::UnboundedSender<Result<pb::SalesUpdate, Status>>;
 
@@ -162,46 +156,8 @@ impl Inventory for FeedInventory {
 
 /// The inventory and a gateway following it; returns the gateway's address.
 async fn start(inventory: FeedInventory) -> SocketAddr {
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap().to_string();
-    let server = InventoryServer::new(inventory);
-    tokio::spawn(async move {
-        Server::builder()
-            .add_service(server)
-            .serve_with_incoming(TcpIncoming::from(grpc))
-            .await
-    });
-    let keys = TokenKeys::new(
-        SigningKey {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-        },
-        Vec::new(),
-        "flashsale",
-        "flashsale-api",
-        900,
-    )
-    .unwrap();
-    let upstreams = Upstreams::connect_lazy(&grpc_addr, &grpc_addr, &grpc_addr).unwrap();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .build_recorder()
-        .handle();
-    let state = AppState::new(
-        GatewayConfig::default(),
-        keys,
-        upstreams,
-        flashsale_limits::MemoryLimiter::new().into(),
-        metrics,
-        None,
-    );
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = http.local_addr().unwrap();
-    tokio::spawn(flashsale_gateway::app::serve(
-        http,
-        state,
-        std::future::pending(),
-    ));
-    addr
+    let grpc = support::serve_inventory(inventory).await;
+    support::serve_gateway(GatewayConfig::default(), &grpc).await
 }
 
 async fn get(client: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, Value) {

@@ -6,43 +6,14 @@
 
 use std::net::SocketAddr;
 
-use flashsale_gateway::{upstream::Upstreams, AppState, GatewayConfig};
-use flashsale_token::{SigningKey, TokenKeys};
+use flashsale_gateway::GatewayConfig;
 use reqwest::Method;
 use serde_json::Value;
-use tokio::net::TcpListener;
+
+mod support;
 
 async fn start() -> SocketAddr {
-    let keys = TokenKeys::new(
-        SigningKey {
-            kid: "k1".into(),
-            secret: vec![7; 32],
-        },
-        Vec::new(),
-        "flashsale",
-        "flashsale-api",
-        900,
-    )
-    .unwrap();
-    let closed = "127.0.0.1:1";
-    let state = AppState::new(
-        GatewayConfig::default(),
-        keys,
-        Upstreams::connect_lazy(closed, closed, closed).unwrap(),
-        flashsale_limits::MemoryLimiter::new().into(),
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
-        None,
-    );
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = http.local_addr().unwrap();
-    tokio::spawn(flashsale_gateway::app::serve(
-        http,
-        state,
-        std::future::pending(),
-    ));
-    addr
+    support::serve_gateway(GatewayConfig::default(), "127.0.0.1:1").await
 }
 
 /// Whether an answer is the router's own "there is no such route" (fallback or `405`).
