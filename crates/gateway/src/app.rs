@@ -190,6 +190,7 @@ pub async fn serve(
             state.sales.clone(),
         ))
     });
+    let live = state.live.clone();
     let feed = tokio::spawn(crate::live_sales::follow(
         state.upstreams.inventory.clone(),
         state.live.clone(),
@@ -198,6 +199,12 @@ pub async fn serve(
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app(state));
+    // Live streams never end on their own: end them when the shutdown begins, so the drain
+    // waits only for requests.
+    let shutdown = async move {
+        shutdown.await;
+        live.close_streams();
+    };
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

@@ -170,6 +170,13 @@ impl LiveSales {
         Some(stream.subscribe())
     }
 
+    /// Ends every live stream (the gateway is shutting down: an open stream would hold the
+    /// drain until its grace period ran out). A stream opened after this ends at the next
+    /// close, or with its connection.
+    pub fn close_streams(&self) {
+        self.0.streams.lock().clear();
+    }
+
     /// How many live streams are open, over every sale.
     pub fn subscribers(&self) -> usize {
         self.0
@@ -374,6 +381,10 @@ mod tests {
         watcher.changed().await.unwrap();
         assert_eq!(remaining(&watcher.borrow_and_update()), 7);
         assert!(!watcher.has_changed().unwrap());
+        let mut other = live.subscribe(2).unwrap();
+        live.close_streams();
+        assert!(other.changed().await.is_err(), "closed: the stream ends");
+        assert!(watcher.changed().await.is_err());
         drop(watcher);
         live.apply(pb::SalesUpdate {
             snapshot: false,

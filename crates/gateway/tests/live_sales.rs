@@ -282,3 +282,45 @@ async fn reads_come_from_the_pushed_pages_and_fall_back_to_the_inventory_without
     .await;
     assert!(inventory.gets.load(Ordering::SeqCst) > gets);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_the_live_streams_instead_of_waiting_for_them() {
+    let inventory = FeedInventory::default();
+    inventory.sales.lock().insert(1, sale(1, 10));
+    let grpc = support::serve_inventory(inventory.clone()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, serving) = support::serve_gateway_until(GatewayConfig::default(), &grpc, async {
+        let _ = stopped.await;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    eventually("the snapshot served", Duration::from_secs(5), || async {
+        get(&client, addr, "/api/v1/sales/1").await.0 == 200
+    })
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = client
+            .get(format!("http://{addr}/api/v1/sales/1/events"))
+            .send()
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        next_event_showing(&mut stream, &mut seen, 10).await;
+        streams.push(stream);
+    }
+
+    stop.send(()).unwrap();
+    // Well within the host's grace period (10 s): the drain does not wait for the streams.
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .expect("the gateway drained without waiting for its live streams")
+        .unwrap()
+        .unwrap();
+    for mut stream in streams {
+        let rest = tokio::time::timeout(Duration::from_secs(3), stream.chunk())
+            .await
+            .expect("the stream ended");
+        assert!(matches!(rest, Ok(None) | Err(_)), "{rest:?}");
+    }
+}

@@ -42,6 +42,18 @@ pub async fn serve_inventory<I: Inventory>(inventory: I) -> String {
 /// Serves a gateway whose three upstreams (auth, inventory, order) are all at `upstream`; its
 /// address.
 pub async fn serve_gateway(config: GatewayConfig, upstream: &str) -> SocketAddr {
+    serve_gateway_until(config, upstream, std::future::pending())
+        .await
+        .0
+}
+
+/// Like [`serve_gateway`], until `shutdown` completes; also the serving task, which ends once
+/// the gateway drained.
+pub async fn serve_gateway_until(
+    config: GatewayConfig,
+    upstream: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let state = AppState::new(
         config,
         test_keys(),
@@ -54,10 +66,6 @@ pub async fn serve_gateway(config: GatewayConfig, upstream: &str) -> SocketAddr 
     );
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
-    tokio::spawn(flashsale_gateway::app::serve(
-        http,
-        state,
-        std::future::pending(),
-    ));
-    addr
+    let serving = tokio::spawn(flashsale_gateway::app::serve(http, state, shutdown));
+    (addr, serving)
 }
