@@ -9,8 +9,10 @@
 //! While the stream is down (the inventory restarting, before the first snapshot) the pages are
 //! not trusted: [`LiveSales::page`] and [`LiveSales::list`] answer `None` and the handlers ask the
 //! inventory as before. Once live, an id the snapshot does not hold is answered `404` locally
-//! (a flood of unknown ids never reaches the inventory); a sale created on another gateway is
-//! known here within one feed interval (100 ms).
+//! (a flood of unknown ids never reaches the inventory). A sale created through this gateway is
+//! known here at once; one created through another gateway within a feed interval (100 ms), or,
+//! when that gateway's inventory instance is another one (stock shared in Redis), once this
+//! gateway's instance has learned it (`inventory.catalog_refresh_ms`, 1 s) plus an interval.
 //!
 //! The same changes feed the live stream of a sale (`GET /api/v1/sales/{id}/events`, Server-Sent
 //! Events): one `tokio::sync::watch` channel per watched sale holds only the latest page, so a
