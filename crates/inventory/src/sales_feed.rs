@@ -2,7 +2,7 @@
 //! gateways so they answer the sale pages from memory instead of calling the inventory per read.
 //!
 //! One sampler task per instance reads every known sale's remaining stock every [`INTERVAL`]
-//! (only while someone watches) and publishes the board on a `tokio::sync::watch` channel when
+//! (only while someone watches; one round trip for all of them on Redis) and publishes the board on a `tokio::sync::watch` channel when
 //! it changed. Each watcher's stream starts with a fresh snapshot of the whole board, then
 //! sends, after each change of the board, only the sales that differ from what that watcher
 //! was last sent — so a watcher gets at most one message per interval however fast stock
@@ -115,12 +115,12 @@ async fn sample(
     previous: &Board,
 ) -> Result<Board, StockError> {
     let known: Vec<Sale> = sales.read().values().cloned().collect();
+    let ids: Vec<i64> = known.iter().map(|sale| sale.id).collect();
+    let counters = stock.remaining_many(&ids).await?;
     let mut board = Board::new();
-    for sale in known {
-        let remaining = match stock.remaining(sale.id).await? {
-            Some(remaining) => remaining,
-            None => previous.get(&sale.id).map_or(0, |s| s.remaining),
-        };
+    for (sale, remaining) in known.into_iter().zip(counters) {
+        let remaining =
+            remaining.unwrap_or_else(|| previous.get(&sale.id).map_or(0, |s| s.remaining));
         board.insert(sale.id, sale.to_pb(remaining));
     }
     Ok(board)

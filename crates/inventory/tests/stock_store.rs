@@ -410,6 +410,16 @@ async fn unknown_sale_is_not_found(store: Store) {
         decision(NotFound, 0)
     );
     assert_eq!(store.remaining(9).await.unwrap(), None);
+    // Read together, each sale answers as it does alone, in order.
+    store.load(&sale(2, 7, 5), &[]).await.unwrap();
+    assert_eq!(
+        store.remaining_many(&[2, 9, 1]).await.unwrap(),
+        vec![Some(7), None, Some(5)]
+    );
+    assert_eq!(
+        store.remaining_many(&[]).await.unwrap(),
+        Vec::<Option<i64>>::new()
+    );
     assert!(!store.release(2).await.unwrap());
     assert!(!store.void(1, i64::MAX).await.unwrap());
     store.confirm(&[1, 2]).await.unwrap();

@@ -398,6 +398,23 @@ impl StockStore for RedisStock {
         Ok(remaining.filter(|_| ready.as_deref() == Some("1")))
     }
 
+    async fn remaining_many(&self, sale_ids: &[i64]) -> Result<Vec<Option<i64>>, StockError> {
+        if sale_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for &sale_id in sale_ids {
+            pipe.cmd("HMGET")
+                .arg(self.sale_key(sale_id))
+                .arg(&["ready", "remaining"]);
+        }
+        let all: Vec<(Option<String>, Option<i64>)> = pipe.query_async(&mut self.conn()).await?;
+        Ok(all
+            .into_iter()
+            .map(|(ready, remaining)| remaining.filter(|_| ready.as_deref() == Some("1")))
+            .collect())
+    }
+
     async fn unconfirmed(&self, before_ms: i64) -> Result<Vec<OrderKey>, StockError> {
         let members: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
             .arg(&self.keys.unconfirmed)
