@@ -455,10 +455,10 @@ mod tests {
         );
         assert_eq!(config.order.nats.publish_timeout_ms, 5_000);
         assert!(config.check().is_ok());
-        let journal: Config = Figment::new().extract().unwrap();
+        let direct: Config = Figment::new().extract().unwrap();
         assert_eq!(
-            journal.order.queue,
-            flashsale_order::config::QueueBackend::Journal
+            direct.order.queue,
+            flashsale_order::config::QueueBackend::Direct
         );
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The host hands over the database and where stock releases go; the queue engine
 //! (`order.queue`) is chosen by [`crate::queue::open`], beside the engines. The service comes
-//! back with its background workers: the queue consumer (writes accepted requests as orders)
-//! and the expiry sweeper (expires unpaid orders and retries stock releases).
+//! back with its background workers: the queue consumer (writes queued requests as orders;
+//! none with the direct intake, which writes them itself) and the expiry sweeper (expires
+//! unpaid orders and retries stock releases).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +12,8 @@ use flashsale_kernel::{Assembled, SharedClock, Stops, Worker, Workers};
 use flashsale_storage::Database;
 
 use crate::{
-    queue::{self, QueueError},
+    config::QueueBackend,
+    queue::{self, OrderQueue as _, QueueError},
     release::StockReleaser,
     store::{OrderStore, SqlOrderStore},
     OrderConfig, OrderService,
@@ -57,11 +59,15 @@ pub async fn assemble(
     let shutdown = &stops.workers;
     config.check().map_err(AssembleError::Config)?;
     parts.db.migrate(crate::schema).await?;
-    let queue = queue::open(config, parts.db.clone()).await?;
-    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db));
+    let store: Arc<dyn OrderStore> = Arc::new(SqlOrderStore::new(parts.db.clone()));
     let timeout_ms = flashsale_kernel::duration::secs_as_ms_i64(config.payment_timeout_secs);
-    let workers: Workers = [
-        Worker::spawn(
+    if config.queue == QueueBackend::Direct {
+        adopt_journal(config, &parts.db, &*store, timeout_ms).await?;
+    }
+    let queue = queue::open(config, parts.db, Arc::clone(&store)).await?;
+    let mut workers = Workers::new();
+    if config.queue != QueueBackend::Direct {
+        workers.push(Worker::spawn(
             "order.consumer",
             crate::consumer::run(
                 Arc::clone(&queue),
@@ -70,22 +76,45 @@ pub async fn assemble(
                 timeout_ms,
                 shutdown.clone(),
             ),
+        ));
+    }
+    workers.push(Worker::spawn(
+        "order.expiry",
+        crate::expiry::run(
+            Arc::clone(&store),
+            Arc::clone(&parts.releaser),
+            Duration::from_millis(config.expiry_interval_ms.max(10)),
+            Arc::clone(&parts.clock),
+            shutdown.clone(),
         ),
-        Worker::spawn(
-            "order.expiry",
-            crate::expiry::run(
-                Arc::clone(&store),
-                Arc::clone(&parts.releaser),
-                Duration::from_millis(config.expiry_interval_ms.max(10)),
-                Arc::clone(&parts.clock),
-                shutdown.clone(),
-            ),
-        ),
-    ]
-    .into_iter()
-    .collect();
+    ));
     Ok(Assembled {
         service: OrderService::new(queue, store, parts.releaser),
         workers,
     })
+}
+
+/// Writes as orders the requests a journal of an earlier run still holds (a shop that moved
+/// from `queue = "journal"` to the direct intake, or a crash in between): the direct intake
+/// has no consumer, so nothing else would.
+async fn adopt_journal(
+    config: &OrderConfig,
+    db: &Database,
+    store: &dyn OrderStore,
+    payment_timeout_ms: i64,
+) -> Result<(), QueueError> {
+    let journal = queue::JournalQueue::open(
+        db.clone(),
+        config.journal_batch_max,
+        config.max_accept_age(),
+    )
+    .await?;
+    if journal.depth() > 0 {
+        tracing::info!(
+            requests = journal.depth(),
+            "writing the order journal of an earlier run as orders"
+        );
+        crate::consumer::drain(&*journal, store, config.batch_max, payment_timeout_ms).await;
+    }
+    Ok(())
 }

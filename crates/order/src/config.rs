@@ -10,14 +10,15 @@ pub struct OrderConfig {
     pub payment_timeout_secs: u64,
     /// Most order requests the consumer writes in one transaction.
     pub batch_max: usize,
-    /// Most order requests the queue journal commits in one transaction (group commit).
+    /// Most order requests the direct intake or the journal commits in one transaction (group
+    /// commit).
     pub journal_batch_max: usize,
     /// How often the expiry sweeper runs, in milliseconds.
     pub expiry_interval_ms: u64,
     /// Oldest accepted order request (by its acceptance time) the queue still commits, in
     /// milliseconds. Must stay below the inventory's `reservation_grace_ms`.
     pub max_accept_age_ms: u64,
-    /// Which queue carries accepted order requests to the consumer.
+    /// Where accepted order requests go: straight into `orders`, or a queue and its consumer.
     pub queue: QueueBackend,
     /// The NATS JetStream queue (`queue = "nats"`).
     pub nats: NatsQueueConfig,
@@ -27,8 +28,12 @@ pub struct OrderConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueBackend {
-    /// The group-commit journal in the SQL database (`order_queue` table; default).
+    /// No queue: accepted requests are written straight into `orders` by group commit, one
+    /// durable write per order (default; see `queue::direct`).
     #[default]
+    Direct,
+    /// The group-commit journal in the SQL database (`order_queue` table), written to
+    /// `orders` by the consumer.
     Journal,
     /// A NATS JetStream stream with a durable pull consumer.
     Nats,

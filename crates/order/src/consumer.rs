@@ -38,18 +38,28 @@ pub async fn run(
             }
         }
     }
-    // Drain: write what is already queued, without waiting for more.
+    drain(&*queue, &*store, batch_max, payment_timeout_ms).await;
+    tracing::info!(depth = queue.depth(), "order consumer stopped");
+}
+
+/// Writes what the queue has ready now, without waiting for more (at shutdown, and when the
+/// direct intake adopts a journal left by an earlier run).
+pub async fn drain(
+    queue: &dyn OrderQueue,
+    store: &dyn OrderStore,
+    batch_max: usize,
+    payment_timeout_ms: i64,
+) {
     loop {
         match queue.ready_batch(batch_max).await {
             Ok(batch) if batch.is_empty() => break,
-            Ok(batch) => persist(&*queue, &*store, batch, payment_timeout_ms).await,
+            Ok(batch) => persist(queue, store, batch, payment_timeout_ms).await,
             Err(e) => {
                 tracing::error!(error = %e, "order queue drain failed; the journal keeps the rest");
                 break;
             }
         }
     }
-    tracing::info!(depth = queue.depth(), "order consumer stopped");
 }
 
 /// The span of one batch write: a consumer span linked to the span that accepted each request

@@ -35,7 +35,8 @@ pub async fn held_stock(
         .await
         .map_err(QueueError::Schema)?;
     Ok(match config.queue {
-        QueueBackend::Journal => Arc::new(JournalHeld::new(db)),
+        // The direct intake keeps nothing outside `orders`; the journal table is then empty.
+        QueueBackend::Direct | QueueBackend::Journal => Arc::new(JournalHeld::new(db)),
         QueueBackend::Nats => Arc::new(NatsHeld::new(
             JournalHeld::new(db),
             NatsStream::connect(&config.nats).await?,

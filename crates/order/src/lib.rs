@@ -1,10 +1,13 @@
 //! The order service (article chapter 4.2): accepted buys become orders, exactly once.
 //!
-//! The buy path never waits for the order table. An accepted order request is appended to the
-//! [`queue`] — durably: the gateway answers `202` only after the queue's journal committed it —
-//! and the [`consumer`] writes requests to the [`store`] in batches, acknowledging them only after
-//! the commit. A crash anywhere replays the journal; duplicate deliveries are absorbed by the
-//! order id primary key and the unique `(user_id, idempotency_key)`.
+//! The buy path never waits for more than one durable write. By default (the direct intake,
+//! [`queue::direct`]) an accepted order request is written straight into the [`store`] as a
+//! `created` order by group commit: the gateway answers `202` only after the commit, and
+//! thousands of buys share one transaction. With a [`queue`] engine instead (the `order_queue`
+//! journal, NATS JetStream) it is appended to the queue durably and the [`consumer`] writes
+//! requests to the store in batches, acknowledging them only after the commit. A crash anywhere
+//! replays the queue; duplicate deliveries are absorbed by the order id primary key and the
+//! unique `(user_id, idempotency_key)`.
 //!
 //! Orders then follow a state machine ([`model::OrderStatus`]): `pending` (queued) → `created`
 //! (unpaid) → `paid` | `cancelled` | `expired`, each step an optimistic-locking update on the

@@ -9,10 +9,12 @@
 //! [`nats::NatsQueue`] carries the requests on a NATS JetStream stream instead (`order.queue =
 //! "nats"`).
 //!
-//! [`JournalQueue`] is the embedded backend: a group-commit journal in the SQL database (the
-//! `order_queue` table, on whichever engine the database URL chose). Publishers hand requests to one writer task, which commits everything
-//! that arrived in one transaction, then answers all of them and hands the batch to the
-//! consumer. Under a rush thousands of requests share one commit.
+//! [`direct::DirectQueue`] (the default) is no queue at all: it writes each request straight
+//! into `orders` by group commit, one durable write per order.
+//!
+//! [`JournalQueue`] is a group-commit journal in the SQL database (the `order_queue` table, on
+//! whichever engine the database URL chose): the same `group_commit` writer appends each
+//! batch, answers the publishers and hands the batch to the consumer.
 
 use std::sync::{
     atomic::{AtomicI64, Ordering},
@@ -22,12 +24,15 @@ use std::sync::{
 use async_trait::async_trait;
 use flashsale_storage::{with_pool, Arg, Database};
 use sqlx::QueryBuilder;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use flashsale_telemetry::TraceContext;
 
-use crate::model::OrderRequest;
+use crate::{model::OrderRequest, store::OrderStore};
+use group_commit::Publish;
 
+pub mod direct;
+mod group_commit;
 pub mod nats;
 
 /// Queue errors.
@@ -41,7 +46,7 @@ pub enum QueueError {
     Schema(#[source] flashsale_storage::StorageError),
     /// A group commit failed; every request in the batch gets the same cause.
     #[error("order journal commit failed: {0}")]
-    Commit(#[source] Arc<sqlx::Error>),
+    Commit(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// NATS JetStream failed (connect, publish, fetch, lookup), or did not answer in time.
     #[error("NATS JetStream queue failed: {0}")]
     Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -56,15 +61,22 @@ pub enum QueueError {
     },
 }
 
-/// The queue engine `config.queue` names, opened: the journal in `db`, or the NATS stream.
-/// Adding an engine means one file under `queue/`, an arm here and in [`crate::held`], and a
-/// run of the queue conformance suite (`tests/queue.rs`).
+/// The queue engine `config.queue` names, opened: the direct intake into `store`, the journal
+/// in `db`, or the NATS stream. Adding an engine means one file under `queue/`, an arm here and
+/// in [`crate::held`], and a run of the queue conformance suite (`tests/queue.rs`).
 pub async fn open(
     config: &crate::OrderConfig,
     db: Database,
+    store: Arc<dyn OrderStore>,
 ) -> Result<Arc<dyn OrderQueue>, QueueError> {
     let max_age_ms = config.max_accept_age();
     Ok(match config.queue {
+        crate::config::QueueBackend::Direct => direct::DirectQueue::open(
+            store,
+            config.journal_batch_max,
+            max_age_ms,
+            flashsale_kernel::duration::secs_as_ms_i64(config.payment_timeout_secs),
+        ),
         crate::config::QueueBackend::Journal => {
             JournalQueue::open(db, config.journal_batch_max, max_age_ms).await?
         }
@@ -98,12 +110,10 @@ pub trait OrderQueue: Send + Sync + 'static {
     fn depth(&self) -> i64;
 }
 
-type Publish = (OrderRequest, oneshot::Sender<Result<(), QueueError>>);
-
 /// The embedded queue: a group-commit journal in the SQL database (any engine).
 pub struct JournalQueue {
     db: Database,
-    publish_tx: mpsc::Sender<Publish>,
+    writer: mpsc::Sender<Publish>,
     deliveries: Mutex<mpsc::UnboundedReceiver<OrderRequest>>,
     depth: Arc<AtomicI64>,
 }
@@ -158,70 +168,48 @@ impl JournalQueue {
             // The receiver is alive: it is in `deliver_rx` right here.
             let _ = deliver_tx.send(row);
         }
-        let (publish_tx, publish_rx) = mpsc::channel(batch_max.max(1) * 8);
-        tokio::spawn(write_journal(
-            db.clone(),
-            publish_rx,
-            deliver_tx,
-            Arc::clone(&depth),
-            batch_max.max(1),
+        let writer = group_commit::spawn(
+            Journal {
+                db: db.clone(),
+                deliver_tx,
+                depth: Arc::clone(&depth),
+            },
+            batch_max,
             max_age_ms,
-        ));
+        );
         Ok(Arc::new(Self {
             db,
-            publish_tx,
+            writer,
             deliveries: Mutex::new(deliver_rx),
             depth,
         }))
     }
 }
 
-/// The writer task: commits whatever publishers queued in one transaction, then answers them.
-async fn write_journal(
+/// The journal's side of the group commit: rows of `order_queue`, each committed batch handed
+/// to the consumer.
+struct Journal {
     db: Database,
-    mut publish_rx: mpsc::Receiver<Publish>,
     deliver_tx: mpsc::UnboundedSender<OrderRequest>,
     depth: Arc<AtomicI64>,
-    batch_max: usize,
-    max_age_ms: i64,
-) {
-    let mut batch: Vec<Publish> = Vec::with_capacity(batch_max);
-    while publish_rx.recv_many(&mut batch, batch_max).await > 0 {
-        let now = flashsale_storage::now_ms();
-        let (fresh, stale): (Vec<Publish>, Vec<Publish>) = batch
-            .drain(..)
-            .partition(|(request, _)| now.saturating_sub(request.accepted_at_ms) <= max_age_ms);
-        for (request, reply) in stale {
-            let age_ms = now.saturating_sub(request.accepted_at_ms);
-            tracing::warn!(order_id = %request.order_id, age_ms, "refused a stale order request");
-            let _ = reply.send(Err(QueueError::Stale { age_ms }));
+}
+
+#[async_trait]
+impl group_commit::Commit for Journal {
+    const OP: &'static str = "journal_commit";
+
+    async fn commit(&self, batch: &[OrderRequest]) -> Result<u64, group_commit::CommitError> {
+        Ok(insert_journal(&self.db, batch).await?)
+    }
+
+    fn committed(&self, new: u64, batch: Vec<OrderRequest>) {
+        self.depth
+            .fetch_add(i64::try_from(new).unwrap_or(0), Ordering::Relaxed);
+        for request in batch {
+            // A closed consumer is fine: the journal redelivers at the next start.
+            let _ = self.deliver_tx.send(request);
         }
-        batch = fresh;
-        if batch.is_empty() {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        let result = insert_journal(&db, &batch).await;
-        metrics::histogram!(flashsale_telemetry::metrics::DB_LATENCY, "op" => "journal_commit")
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(new) => {
-                depth.fetch_add(i64::try_from(new).unwrap_or(0), Ordering::Relaxed);
-                for (request, reply) in batch.drain(..) {
-                    // A closed consumer is fine: the journal redelivers at the next start.
-                    let _ = deliver_tx.send(request);
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, size = batch.len(), "order journal commit failed");
-                let cause = Arc::new(e);
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(QueueError::Commit(Arc::clone(&cause))));
-                }
-            }
-        }
-        report_depth(&depth);
+        report_depth(&self.depth);
     }
 }
 
@@ -231,13 +219,13 @@ fn report_depth(depth: &AtomicI64) {
 }
 
 /// Appends a batch in one statement; returns how many requests were new to the journal.
-async fn insert_journal(db: &Database, batch: &[Publish]) -> Result<u64, sqlx::Error> {
+async fn insert_journal(db: &Database, batch: &[OrderRequest]) -> Result<u64, sqlx::Error> {
     let (insert, skip_duplicates) = db.engine().insert_skipping_duplicates();
     with_pool!(db, pool, DB => {
         let mut qb = QueryBuilder::<DB>::new(format!(
             "{insert} order_queue (order_id, user_id, sale_id, quantity, price_cents, idempotency_key, accepted_at_ms, traceparent) ",
         ));
-        qb.push_values(batch.iter().map(|(r, _)| r), |mut b, r| {
+        qb.push_values(batch, |mut b, r| {
             b.push_bind(&r.order_id)
                 .push_bind(r.user_id)
                 .push_bind(r.sale_id)
@@ -268,12 +256,7 @@ async fn select_journal(
 #[async_trait]
 impl OrderQueue for JournalQueue {
     async fn publish(&self, request: OrderRequest) -> Result<(), QueueError> {
-        let (tx, rx) = oneshot::channel();
-        self.publish_tx
-            .send((request, tx))
-            .await
-            .map_err(|_| QueueError::Closed)?;
-        rx.await.map_err(|_| QueueError::Closed)?
+        group_commit::publish(&self.writer, request).await
     }
 
     async fn next_batch(&self, max: usize) -> Result<Vec<OrderRequest>, QueueError> {
