@@ -14,7 +14,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use flashsale_gateway::{upstream::Upstreams, AppState};
+use flashsale_gateway::{buy::in_process::LocalServices, upstream::Upstreams, AppState};
 use flashsale_inventory::assemble::Start;
 use flashsale_kernel::{Stops, Worker, Workers};
 use flashsale_proto::inventory::inventory_client::InventoryClient;
@@ -244,6 +244,11 @@ impl DevApp {
                         local_channel(inventory.service.clone().into_server()),
                         local_channel(order.service.clone().into_server()),
                     )
+                    // The buy path calls the two services directly, without a codec.
+                    .with_in_process_buy(LocalServices::shared(
+                        inventory.service.clone(),
+                        order.service.clone(),
+                    ))
                 });
             }
             let services = [

@@ -26,11 +26,12 @@ use tonic::metadata::MetadataValue;
 
 use crate::{
     batch::{self, BatchCall, BatchConfig, BatchResult, Batcher, BoxFuture, Calls},
+    buy::in_process::SharedInProcessBuy,
     error::ApiError,
 };
 
 /// Clients of the auth, inventory and order services.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstreams {
     /// Auth service.
     pub auth: AuthClient<Balanced>,
@@ -38,6 +39,17 @@ pub struct Upstreams {
     pub inventory: InventoryClient<Balanced>,
     /// Order service.
     pub orders: OrdersClient<Balanced>,
+    /// The buy path's `Reserve` and `Submit` called in this process instead of through the
+    /// clients above (set with [`Upstreams::with_in_process_buy`]).
+    pub in_process_buy: Option<SharedInProcessBuy>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("in_process_buy", &self.in_process_buy.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstreams {
@@ -47,6 +59,16 @@ impl Upstreams {
             auth: AuthClient::new(auth),
             inventory: InventoryClient::new(inventory),
             orders: OrdersClient::new(orders),
+            in_process_buy: None,
+        }
+    }
+
+    /// The same, with the buy path's two calls made to services in this process
+    /// ([`crate::buy::in_process`]).
+    pub fn with_in_process_buy(self, buy: SharedInProcessBuy) -> Self {
+        Self {
+            in_process_buy: Some(buy),
+            ..self
         }
     }
 

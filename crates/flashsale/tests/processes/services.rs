@@ -264,6 +264,15 @@ async fn separate_processes_serve_a_sale_end_to_end() {
         gateway_metrics.contains("flashsale_buy_outcomes_total{outcome=\"sold_out"),
         "{gateway_metrics}"
     );
+    // A gateway of its own process sends its buys over gRPC, alone or batched.
+    for call in ["reserve", "submit"] {
+        assert!(
+            gateway_metrics.contains(&format!(
+                "flashsale_gateway_call_batch_size_count{{call=\"{call}\"}}"
+            )),
+            "{gateway_metrics}"
+        );
+    }
 
     for child in [second_gateway, gateway, order, inventory, auth] {
         sigterm_and_wait(child).await;

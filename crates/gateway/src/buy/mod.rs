@@ -8,7 +8,8 @@
 //! * [`charge`]: when a buy is charged against the anti-brush limits;
 //! * [`memory`]: what the gateway remembers between buys (sale cache, accepted order ids);
 //! * [`upstream`]: the [`BuyUpstream`] trait — sale lookup, limits, reserve, submit — and
-//!   [`services`], the gateway's implementation of it over gRPC and the limiter.
+//!   [`services`], the gateway's implementation of it over gRPC and the limiter;
+//! * [`in_process`]: reserve and submit called on services in this process (`flashsale dev`).
 //!
 //! The handler (`routes::orders::buy`) extracts the request, calls [`buy`] with
 //! [`services::Services`] and renders `202 {order_id, status: "pending"}`; the unit tests run
@@ -16,6 +17,7 @@
 
 pub mod charge;
 pub mod flow;
+pub mod in_process;
 pub mod memory;
 pub mod outcome;
 pub mod request;

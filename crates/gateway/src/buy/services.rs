@@ -1,6 +1,6 @@
 //! The gateway's [`BuyUpstream`]: the inventory and order services over gRPC (within the
-//! request's budget, retried while it has room, batched under load) and the configured
-//! rate limiter.
+//! request's budget, retried while it has room, batched under load) — or called in this
+//! process ([`super::in_process`]) — and the configured rate limiter.
 
 use std::net::IpAddr;
 
@@ -42,16 +42,25 @@ impl BuyUpstream for Services<'_> {
 
     async fn reserve(&self, request: ReserveRequest) -> Result<ReserveReply, ApiError> {
         // Reserve is idempotent per order id, so a call an instance could not take is retried.
-        self.ctx
-            .retry_batched(request, &self.state.buy_calls.reserve)
-            .await
+        match &self.state.upstreams.in_process_buy {
+            Some(local) => self.ctx.retry(request, |r| local.reserve(r)).await,
+            None => {
+                self.ctx
+                    .retry_batched(request, &self.state.buy_calls.reserve)
+                    .await
+            }
+        }
     }
 
     async fn submit(&self, request: SubmitRequest) -> Result<(), ApiError> {
-        // Submit is idempotent per order id (the journal keeps an order id once).
-        self.ctx
-            .retry_batched(request, &self.state.buy_calls.submit)
-            .await
-            .map(drop)
+        // Submit is idempotent per order id (the order id is kept once).
+        match &self.state.upstreams.in_process_buy {
+            Some(local) => self.ctx.retry(request, |r| local.submit(r)).await.map(drop),
+            None => self
+                .ctx
+                .retry_batched(request, &self.state.buy_calls.submit)
+                .await
+                .map(drop),
+        }
     }
 }
