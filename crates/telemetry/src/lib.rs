@@ -8,7 +8,7 @@
 //!   HTTP gateway and the gRPC servers, from the same headers.
 //! * [`metrics`] installs the Prometheus recorder and names the metrics;
 //!   [`grpc_metrics`] counts and times every gRPC request.
-//! * [`traces`] records spans as OpenTelemetry spans (OTLP export, sampling) and
+//! * [`traces`] records spans as OpenTelemetry spans (OTLP export, sampling by [`sampler`]) and
 //!   [`span_buffer`] keeps recent ones in memory for `/debug/traces/{id}`.
 //! * [`pii`] masks personal data and scrubs it from log lines.
 
@@ -16,6 +16,7 @@ pub mod grpc_metrics;
 pub mod logging;
 pub mod metrics;
 pub mod pii;
+pub mod sampler;
 pub mod span;
 pub mod span_buffer;
 pub mod trace_context;

@@ -10,18 +10,19 @@
 //!   default), served at `/debug/traces/{id}`.
 //!
 //! Sampling is parent-based: a request whose caller sent a sampled `traceparent` is recorded,
-//! a new trace is recorded with probability `traces.sample_ratio`. With neither an endpoint nor a
+//! a new trace is recorded with probability `traces.sample_ratio`, at most
+//! `traces.max_new_per_second` of them each second ([`crate::sampler`]). With neither an endpoint nor a
 //! buffer, no OpenTelemetry layer is installed at all: spans stay plain `tracing` spans and the
 //! W3C context is still carried ([`crate::trace_context`]), which costs nothing measurable.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
-    trace::{Sampler, SdkTracerProvider, SpanLimits, Tracer},
+    trace::{SdkTracerProvider, SpanLimits, Tracer},
     Resource,
 };
 use serde::Deserialize;
 
-use crate::span_buffer::SpanBuffer;
+use crate::{sampler::CappedRatio, span_buffer::SpanBuffer};
 
 /// Spans `flashsale dev` keeps in memory when `traces.buffer_spans` is not set.
 pub const DEV_BUFFER_SPANS: usize = 10_000;
@@ -34,6 +35,9 @@ pub struct TracesConfig {
     pub otlp_endpoint: Option<String>,
     /// Share of new traces recorded, 0.0–1.0 (a caller's sampling decision is followed).
     pub sample_ratio: f64,
+    /// At most this many new traces recorded per second, whatever the ratio (a token bucket;
+    /// see [`crate::sampler`]): a rush does not pay for recording every buy. Default 100.
+    pub max_new_per_second: u32,
     /// Finished spans kept in memory for `/debug/traces/{id}`; unset: 10,000 in `dev`, none in
     /// `serve`. 0 turns the buffer off.
     pub buffer_spans: Option<usize>,
@@ -44,6 +48,7 @@ impl Default for TracesConfig {
         Self {
             otlp_endpoint: None,
             sample_ratio: 1.0,
+            max_new_per_second: crate::sampler::DEFAULT_MAX_NEW_PER_SECOND,
             buffer_spans: None,
         }
     }
@@ -96,9 +101,10 @@ impl Tracing {
             ..SpanLimits::default()
         };
         let mut builder = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            .with_sampler(CappedRatio::parent_based(
                 config.sample_ratio,
-            ))))
+                config.max_new_per_second,
+            ))
             .with_span_limits(limits)
             .with_resource(
                 Resource::builder()

@@ -130,6 +130,38 @@ async fn a_zero_sample_ratio_exports_nothing() {
     assert_eq!(spans, 0);
 }
 
+/// A rush of new traces: only `max_new_per_second` of them (plus what the bucket refilled
+/// while the test ran) reach the collector, each whole (root and child together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_traces_beyond_the_per_second_cap_are_not_recorded() {
+    let config = TracesConfig {
+        max_new_per_second: 3,
+        ..TracesConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let collector = record(config, 40).await;
+    let refilled = (started.elapsed().as_secs_f64() * 3.0).ceil() as usize;
+    let spans: Vec<_> = collector
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.scope_spans.iter())
+        .flat_map(|s| s.spans.clone())
+        .collect();
+    let roots: Vec<_> = spans.iter().filter(|s| s.name == "POST /buy").collect();
+    assert!(
+        (3..=3 + refilled).contains(&roots.len()),
+        "{} of 40 traces recorded",
+        roots.len()
+    );
+    assert_eq!(
+        spans.len(),
+        2 * roots.len(),
+        "a recorded root keeps its child"
+    );
+}
+
 #[test]
 fn a_sample_ratio_outside_zero_to_one_is_refused() {
     let config = TracesConfig {
