@@ -88,8 +88,8 @@ const REMEMBER_REVOKED: Duration = Duration::from_secs(60 * 60);
 /// Sessions known to this gateway, kept current by polling the auth service's revocations.
 #[derive(Clone)]
 pub struct SessionCache {
-    cache: Cache<String, Option<Arc<SessionInfo>>>,
-    revoked: moka::sync::Cache<String, ()>,
+    cache: Cache<String, Option<Arc<SessionInfo>>, foldhash::quality::RandomState>,
+    revoked: moka::sync::Cache<String, (), foldhash::quality::RandomState>,
     /// Tokens that passed full authentication here (dropped with the sessions on a new epoch).
     verified: VerifiedTokens,
     /// Position in auth's revocation log already applied.
@@ -114,11 +114,11 @@ impl SessionCache {
             cache: Cache::builder()
                 .max_capacity(2_000_000)
                 .expire_after(UntilSessionEnds)
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
             revoked: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(REMEMBER_REVOKED)
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
             verified: VerifiedTokens::new(),
             position: Arc::new(AtomicU64::new(0)),
             epoch_ms: Arc::new(AtomicI64::new(0)),

@@ -98,11 +98,11 @@ impl Expiry<i64, Option<Arc<SaleMeta>>> for PerEntry {
 /// The gateway's sale cache.
 #[derive(Clone)]
 pub struct SaleCache {
-    cache: Cache<i64, Option<Arc<SaleMeta>>>,
+    cache: Cache<i64, Option<Arc<SaleMeta>>, foldhash::quality::RandomState>,
     sold_out_ms: i64,
     /// Sales the inventory's stock events say are sold out (until their restock event, or
     /// until not pushed for `gateway.pushed_sold_out_ms`).
-    pushed_sold_out: moka::sync::Cache<i64, ()>,
+    pushed_sold_out: moka::sync::Cache<i64, (), foldhash::quality::RandomState>,
 }
 
 impl std::fmt::Debug for SaleCache {
@@ -119,14 +119,14 @@ impl SaleCache {
             cache: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(PerEntry { missing })
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
             sold_out_ms: flashsale_kernel::duration::as_ms_i64(sold_out),
             // Bounded in time too: a restock event may be lost without the subscription
             // noticing; then the gateway asks the inventory again after this long.
             pushed_sold_out: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(pushed_sold_out)
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
         }
     }
 

@@ -67,7 +67,7 @@ impl Expiry<String, Arc<VerifiedToken>> for UntilExpiry {
 /// The memo of authenticated tokens.
 #[derive(Clone)]
 pub struct VerifiedTokens {
-    cache: Cache<String, Arc<VerifiedToken>>,
+    cache: Cache<String, Arc<VerifiedToken>, foldhash::quality::RandomState>,
 }
 
 impl std::fmt::Debug for VerifiedTokens {
@@ -91,7 +91,7 @@ impl VerifiedTokens {
             cache: Cache::builder()
                 .max_capacity(CAPACITY)
                 .expire_after(UntilExpiry)
-                .build(),
+                .build_with_hasher(foldhash::quality::RandomState::default()),
         }
     }
 

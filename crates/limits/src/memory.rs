@@ -19,7 +19,7 @@ use crate::{
 /// Rate limits kept in this process.
 #[derive(Debug, Clone)]
 pub struct MemoryLimiter {
-    tats: Arc<Mutex<HashMap<String, u64>>>,
+    tats: Arc<Mutex<HashMap<String, u64, foldhash::quality::RandomState>>>,
     clock: SharedClock,
 }
 
@@ -38,7 +38,7 @@ impl MemoryLimiter {
     /// An empty limiter on `clock`.
     pub fn with_clock(clock: SharedClock) -> Self {
         Self {
-            tats: Arc::new(Mutex::new(HashMap::new())),
+            tats: Arc::new(Mutex::new(HashMap::default())),
             clock,
         }
     }

@@ -7,14 +7,14 @@ use crate::sales_cache::SaleCache;
 
 /// Order ids (as `u128`) this gateway accepted recently, so a retry of an accepted buy reaches
 /// the inventory (and gets its order back) even after the sale is known sold out here.
-pub type AcceptedOrders = moka::sync::Cache<u128, ()>;
+pub type AcceptedOrders = moka::sync::Cache<u128, (), foldhash::quality::RandomState>;
 
 /// An empty [`AcceptedOrders`]: up to a million ids, each kept 15 minutes.
 pub fn accepted_orders() -> AcceptedOrders {
     moka::sync::Cache::builder()
         .max_capacity(1_000_000)
         .time_to_live(Duration::from_secs(15 * 60))
-        .build()
+        .build_with_hasher(foldhash::quality::RandomState::default())
 }
 
 /// The gateway's memory, as the buy flow uses it.
