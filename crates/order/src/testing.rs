@@ -1,4 +1,5 @@
-//! NATS JetStream for one integration test: [`TestNats`].
+//! What the order service's integration tests share: an accepted order request to publish
+//! ([`order_request`]), and NATS JetStream for one test ([`TestNats`]).
 //!
 //! Each test gets a stream, subject and durable consumer of its own (`FLASHSALE_TEST_<uuid>`),
 //! on the server named by `FLASHSALE_TEST_NATS_URL` (default the local server,
@@ -7,7 +8,22 @@
 //! the test is skipped with a message — except under `CI=true`, where a missing server is a
 //! failure, never a silent pass.
 
-use crate::{config::NatsQueueConfig, queue::nats::NatsStream};
+use crate::{config::NatsQueueConfig, model::OrderRequest, queue::nats::NatsStream};
+
+/// An order request of `user_id`, accepted now: order id `n` (as a UUID), idempotency key
+/// `key-{n}`, one unit of sale 1 at 100 cents.
+pub fn order_request(user_id: i64, n: u128) -> OrderRequest {
+    OrderRequest {
+        order_id: uuid::Uuid::from_u128(n).to_string(),
+        user_id,
+        sale_id: 1,
+        quantity: 1,
+        price_cents: 100,
+        idempotency_key: format!("key-{n}"),
+        accepted_at_ms: flashsale_storage::now_ms(),
+        trace: None,
+    }
+}
 
 /// Default URL of the test NATS server.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use flashsale_order::testing::order_request;
 use flashsale_order::{
     model::OrderRequest,
     queue::JournalQueue,
@@ -24,7 +25,7 @@ use flashsale_proto::{
     order::{orders_server::Orders, TransitionOutcome, TransitionRequest},
 };
 use flashsale_registry::{deadline::parse_grpc_timeout, Balanced};
-use flashsale_storage::{now_ms, testing::run, Engine};
+use flashsale_storage::{testing::run, Engine};
 use tokio::net::TcpListener;
 use tonic::{
     transport::{server::TcpIncoming, Server},
@@ -117,16 +118,7 @@ impl Inventory for RecordingInventory {
 }
 
 fn order(n: u128) -> OrderRequest {
-    OrderRequest {
-        order_id: uuid::Uuid::from_u128(n).to_string(),
-        user_id: 7,
-        sale_id: 1,
-        quantity: 1,
-        price_cents: 100,
-        idempotency_key: format!("key-{n}"),
-        accepted_at_ms: now_ms(),
-        trace: None,
-    }
+    order_request(7, n)
 }
 
 fn cancel_with(order: &OrderRequest, grpc_timeout: &str) -> Request<TransitionRequest> {

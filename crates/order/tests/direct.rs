@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use flashsale_order::testing::order_request;
 use flashsale_order::{
     model::{OrderRequest, OrderStatus},
     queue::{direct::DirectQueue, JournalQueue, OrderQueue, QueueError},
@@ -13,7 +14,7 @@ use flashsale_order::{
     store::{OrderStore, SqlOrderStore},
 };
 use flashsale_proto::order::orders_server::Orders;
-use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
+use flashsale_storage::{on_every_engine, testing::TestDatabase};
 
 on_every_engine!(
     schemas = [flashsale_order::schema];
@@ -22,16 +23,7 @@ on_every_engine!(
 );
 
 fn request(n: usize) -> OrderRequest {
-    OrderRequest {
-        order_id: uuid::Uuid::from_u128(n as u128 + 1).to_string(),
-        user_id: n as i64,
-        sale_id: 1,
-        quantity: 1,
-        price_cents: 100,
-        idempotency_key: format!("key-{n}"),
-        accepted_at_ms: now_ms(),
-        trace: None,
-    }
+    order_request(n as i64, n as u128 + 1)
 }
 
 /// The order service needs a releaser; nothing in these tests cancels or expires an order.

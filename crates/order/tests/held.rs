@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use flashsale_kernel::held_stock::HeldStock;
+use flashsale_order::testing::order_request;
 use flashsale_order::{
     held::{JournalHeld, NatsHeld},
     model::OrderRequest,
@@ -13,20 +14,14 @@ use flashsale_order::{
     store::{OrderStore, SqlOrderStore},
     testing::TestNats,
 };
-use flashsale_storage::{now_ms, on_every_engine, testing::TestDatabase};
+use flashsale_storage::{on_every_engine, testing::TestDatabase};
 
 on_every_engine!(schemas = [flashsale_order::schema]; queued_requests_hold_stock_and_are_known);
 
 fn request(n: u128) -> OrderRequest {
     OrderRequest {
-        order_id: uuid::Uuid::from_u128(n).to_string(),
-        user_id: n as i64,
-        sale_id: 1,
         quantity: 2,
-        price_cents: 100,
-        idempotency_key: format!("key-{n}"),
-        accepted_at_ms: now_ms(),
-        trace: None,
+        ..order_request(n as i64, n)
     }
 }
 

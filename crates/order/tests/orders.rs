@@ -17,6 +17,7 @@ use flashsale_inventory::{
     sale::Sale,
     stock::{MemoryStock, ReserveOutcome, ReserveRequest, StockStore},
 };
+use flashsale_order::testing::order_request;
 use flashsale_order::{
     expiry,
     model::{OrderRequest, OrderStatus},
@@ -41,16 +42,7 @@ on_every_engine!(
 );
 
 fn request(n: usize) -> OrderRequest {
-    OrderRequest {
-        order_id: uuid::Uuid::from_u128(n as u128 + 1).to_string(),
-        user_id: n as i64,
-        sale_id: 1,
-        quantity: 1,
-        price_cents: 100,
-        idempotency_key: format!("key-{n}"),
-        accepted_at_ms: now_ms(),
-        trace: None,
-    }
+    order_request(n as i64, n as u128 + 1)
 }
 
 /// The real in-process inventory stock behind the release calls, counting the calls too.

@@ -15,6 +15,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use flashsale_order::testing::order_request;
 use flashsale_order::{
     model::OrderRequest,
     queue::{nats::NatsQueue, JournalQueue, OrderQueue, QueueError},
@@ -47,16 +48,7 @@ impl Backend {
 }
 
 fn request(user_id: i64, n: u128) -> OrderRequest {
-    OrderRequest {
-        order_id: uuid::Uuid::from_u128(n).to_string(),
-        user_id,
-        sale_id: 1,
-        quantity: 1,
-        price_cents: 100,
-        idempotency_key: format!("key-{n}"),
-        accepted_at_ms: now_ms(),
-        trace: None,
-    }
+    order_request(user_id, n)
 }
 
 /// Delivers until `until` arrives (which is included); everything delivered, in order.
