@@ -27,31 +27,37 @@ fn finished_report(output: &Output, json: &Path) -> (Value, String) {
 /// it with the same key, so the counts stay exact, but every 504 is a wasted round trip here.
 const SPAWNED_BUDGET: (&str, &str) = ("FLASHSALE_GATEWAY__BUDGET_MS", "5000");
 
-#[test]
-fn a_short_rush_passes_its_guarantee_check() {
+/// `flashsale bench ARGS --json FILE` against a server it spawns (without the environment's
+/// configuration file, with [`SPAWNED_BUDGET`]): the report and stdout of a run that succeeded.
+fn spawned_bench(args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args([
-            "bench",
-            "rush",
-            "--spawn",
-            "--users",
-            "200",
-            "--stock",
-            "50",
-            "--connections",
-            "16",
-            "--duration",
-            "5",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .env_remove("FLASHSALE_CONFIG")
         .env(SPAWNED_BUDGET.0, SPAWNED_BUDGET.1)
         .output()
         .unwrap();
-    let (report, stdout) = finished_report(&output, &json);
+    finished_report(&output, &json)
+}
+
+#[test]
+fn a_short_rush_passes_its_guarantee_check() {
+    let (report, stdout) = spawned_bench(&[
+        "rush",
+        "--spawn",
+        "--users",
+        "200",
+        "--stock",
+        "50",
+        "--connections",
+        "16",
+        "--duration",
+        "5",
+    ]);
     assert_eq!(report["load"]["accepted"], 50, "{report:#}");
     assert_eq!(report["settled"], true, "{report:#}");
     assert_eq!(report["orders_persisted"], 50, "{report:#}");
@@ -109,28 +115,17 @@ fn number(report: &Value, pointer: &str) -> f64 {
 
 #[test]
 fn a_short_read_answers_every_reader_and_buys_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args([
-            "bench",
-            "read",
-            "--spawn",
-            "--users",
-            "20",
-            "--connections",
-            "4",
-            "--duration",
-            "1",
-            "--with-ceiling",
-            "--json",
-        ])
-        .arg(&json)
-        .env_remove("FLASHSALE_CONFIG")
-        .env(SPAWNED_BUDGET.0, SPAWNED_BUDGET.1)
-        .output()
-        .unwrap();
-    let (report, stdout) = finished_report(&output, &json);
+    let (report, stdout) = spawned_bench(&[
+        "read",
+        "--spawn",
+        "--users",
+        "20",
+        "--connections",
+        "4",
+        "--duration",
+        "1",
+        "--with-ceiling",
+    ]);
     let attempts = report["load"]["attempts"].as_u64().unwrap();
     assert!(attempts > 0, "{report:#}");
     // Every read was answered 200: nothing failed, nothing was refused.
@@ -152,20 +147,18 @@ fn sse_subscribers_see_every_change() {
     // pages, and first into memory the allocator already holds).
     const SUBSCRIBERS: u64 = 500;
     const CHANGES: u64 = 3;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .args(["bench", "sse", "--spawn", "--connections"])
-        .arg(SUBSCRIBERS.to_string())
-        .arg("--changes")
-        .arg(CHANGES.to_string())
-        .args(["--duration", "1", "--with-ceiling", "--json"])
-        .arg(&json)
-        .env_remove("FLASHSALE_CONFIG")
-        .env(SPAWNED_BUDGET.0, SPAWNED_BUDGET.1)
-        .output()
-        .unwrap();
-    let (report, stdout) = finished_report(&output, &json);
+    let (subscribers, changes) = (SUBSCRIBERS.to_string(), CHANGES.to_string());
+    let (report, stdout) = spawned_bench(&[
+        "sse",
+        "--spawn",
+        "--connections",
+        &subscribers,
+        "--changes",
+        &changes,
+        "--duration",
+        "1",
+        "--with-ceiling",
+    ]);
     let sse = &report["sse"];
     assert_eq!(sse["subscribers"], SUBSCRIBERS, "{report:#}");
     assert_eq!(sse["changes_seen_by_all"], CHANGES, "{report:#}");
